@@ -1,0 +1,115 @@
+"""suricate: an embeddable, trio-native actor runtime for long-running agent daemons.
+
+Every agent session is an actor whose mailbox serializes its mutations; an
+executor loop, supervised by a restart policy, runs its turns; a completion
+registry lets callers await outcomes; a store makes it all durable.
+
+    async with suricate.open_runtime() as rt:
+        s = await rt.open_session("alice")
+        await s.attach(executor)
+        outcome = await s.ask({"text": "hi"})
+"""
+
+from ._errors import (
+    ActorStopped,
+    IllegalTransition,
+    InputNotFound,
+    InputRejected,
+    NotReady,
+    Overloaded,
+    RecoveryCorruption,
+    RuntimeClosed,
+    RuntimeCrashed,
+    SessionDestroyed,
+    SessionNotFound,
+    StoreError,
+    StoreLocked,
+    SuricateError,
+    WaitTimeout,
+)
+from ._events import Event
+from ._model import (
+    AbandonReason,
+    Abandoned,
+    Accepted,
+    Completed,
+    Deduplicated,
+    DestroyReport,
+    Durability,
+    Handling,
+    Input,
+    InputRecord,
+    InputState,
+    Outcome,
+    RecoveryReport,
+    RecycleReport,
+    ResetReport,
+    RetireReport,
+    SessionState,
+    StopReport,
+    Superseded,
+)
+from ._model import Receipt
+from ._turn import ExecutorExit, Fatal, PeerMessage, Turn, TurnResult
+from .actors import SessionStats
+from .runtime import Runtime, RuntimeStats, Session, open_runtime
+from .store import MemoryStore, Store
+from .supervision import Backoff, Restart, RestartPolicy, Strategy, ThreadExecutor
+
+__all__ = [
+    "AbandonReason",
+    "Abandoned",
+    "Accepted",
+    "ActorStopped",
+    "Backoff",
+    "Completed",
+    "Deduplicated",
+    "DestroyReport",
+    "Durability",
+    "Event",
+    "ExecutorExit",
+    "Fatal",
+    "Handling",
+    "IllegalTransition",
+    "Input",
+    "InputNotFound",
+    "InputRecord",
+    "InputRejected",
+    "InputState",
+    "MemoryStore",
+    "NotReady",
+    "Outcome",
+    "Overloaded",
+    "PeerMessage",
+    "Receipt",
+    "RecoveryCorruption",
+    "RecoveryReport",
+    "RecycleReport",
+    "ResetReport",
+    "Restart",
+    "RestartPolicy",
+    "RetireReport",
+    "Runtime",
+    "RuntimeClosed",
+    "RuntimeCrashed",
+    "RuntimeStats",
+    "Session",
+    "SessionDestroyed",
+    "SessionNotFound",
+    "SessionState",
+    "SessionStats",
+    "StopReport",
+    "Store",
+    "StoreError",
+    "StoreLocked",
+    "Strategy",
+    "Superseded",
+    "SuricateError",
+    "ThreadExecutor",
+    "Turn",
+    "TurnResult",
+    "WaitTimeout",
+    "open_runtime",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,837 @@
+"""The session reducer: every decision about one session, with no I/O.
+
+Theory of operation
+-------------------
+:class:`SessionCore` holds one session's in-memory state.  Its decision
+methods (``submit``, ``take_turn``, ``checkpoint``, ``commit_turn``,
+``fail_turn``, ``interrupt_turn``, ``operate``, ``recover``) read that state
+and return a :class:`Step`: the changed input records, the new lifecycle
+record, the snapshot write, receipt and outgoing messages (together: the
+store write-set), the events to publish and the reply.  They never change the
+core and never read a clock: ``now`` and fresh ids are arguments.
+
+The session actor commits ``step.write_set`` and only then calls
+:meth:`SessionCore.apply`, the one method that mutates.  A failed commit
+therefore leaves the core exactly at its last committed state: that is
+checkpoint rollback (DESIGN section 6.4), by construction.
+
+Lanes are three deques of ``(order, input_id)``, INTERRUPT before STEER before
+QUEUE, each sorted by ``order``.  Entries whose input has left ``QUEUED`` (or
+moved) are stale; readers skip them and :meth:`apply` drops them from the
+heads, so no decision has to rebuild an index.
+"""
+
+from __future__ import annotations
+
+import collections
+import unicodedata
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Final
+
+import attrs
+
+from .._errors import InputRejected, NotReady, Overloaded, RecoveryCorruption
+from ._lifecycle import Effect, InputEvent, SessionOp, next_input_state, refuse, session_rule
+from ._records import (
+    OutboxMessage,
+    Receipt,
+    SessionRecord,
+    SnapshotWrite,
+    StoredSession,
+    WriteSet,
+    check_version,
+)
+from ._values import (
+    RESERVED_KEY_PREFIX,
+    RESERVED_KINDS,
+    AbandonReason,
+    Accepted,
+    Deduplicated,
+    DestroyReport,
+    Durability,
+    Handling,
+    Input,
+    InputRecord,
+    InputState,
+    RecoveryReport,
+    RecycleReport,
+    ResetReport,
+    RetireReport,
+    SessionState,
+    StateChange,
+    StopReport,
+    encode_json,
+)
+
+__all__ = ["Limits", "RunState", "SessionCore", "Step", "UNCHANGED", "check_session_id"]
+
+MAX_SESSION_ID_LENGTH: Final = 128
+RECENT_EPHEMERAL: Final = 1024
+"""Terminal ephemeral inputs remembered for ``wait`` (they are never stored)."""
+
+
+def check_session_id(session_id: object) -> str:
+    """Validate a session id: a ``str`` of 1 to 128 code points without
+    control characters.
+
+    Raises:
+        InputRejected: anything else.
+    """
+    if not isinstance(session_id, str):
+        raise InputRejected(f"session id must be a str, got {type(session_id).__name__}")
+    if not 1 <= len(session_id) <= MAX_SESSION_ID_LENGTH:
+        raise InputRejected(f"session id must have 1 to {MAX_SESSION_ID_LENGTH} characters")
+    if not session_id.isprintable() and any(
+        unicodedata.category(ch) == "Cc" for ch in session_id
+    ):
+        raise InputRejected("session id must not contain control characters")
+    return session_id
+
+
+@attrs.frozen(kw_only=True)
+class Limits:
+    """Per-session limits, set on the runtime."""
+
+    max_payload_bytes: int = attrs.field(default=1 << 20, validator=attrs.validators.gt(0))
+    max_queued: int = attrs.field(default=10_000, validator=attrs.validators.gt(0))
+    max_attempts: int = attrs.field(default=3, validator=attrs.validators.gt(0))
+
+
+@attrs.frozen(kw_only=True)
+class RunState:
+    """The turn in flight: its inputs and the boundaries it committed."""
+
+    run_id: str
+    input_ids: tuple[str, ...]
+    sequence: int = 0
+    started_at: float = 0.0
+
+
+class _Unchanged:
+    def __repr__(self) -> str:
+        return "UNCHANGED"
+
+
+UNCHANGED: Final = _Unchanged()
+
+#: (kind, input_id, run_id, data) of an event to publish.
+EventSpec = tuple[str, str | None, str | None, Mapping[str, Any]]
+
+
+@attrs.frozen(kw_only=True)
+class Step:
+    """The outcome of one decision: what to commit, then what to adopt."""
+
+    records: tuple[InputRecord, ...] = ()
+    session: SessionRecord | None = None
+    lifecycle: bool = False
+    """The lifecycle record must be written even without durable input rows."""
+    attached: bool | None = None
+    run: RunState | None | _Unchanged = UNCHANGED
+    snapshot: SnapshotWrite | None = None
+    receipt: Receipt | None = None
+    messages: tuple[OutboxMessage, ...] = ()
+    events: tuple[EventSpec, ...] = ()
+    reply: Any = None
+    wake: bool = False
+    """New work may be ready for the executor loop."""
+    cancel_run: bool = False
+    """Cancel the running turn (an INTERRUPT input, stop, destroy)."""
+    reload: StoredSession | None = None
+    """Replace the in-memory state by this stored state (recycle, recover)."""
+
+    def write_set(self, session_id: str) -> WriteSet | None:
+        """The write-set of this step, or ``None`` when nothing is durable."""
+        inputs = tuple(r for r in self.records if r.durability is Durability.DURABLE)
+        durable = bool(inputs or self.snapshot or self.receipt or self.messages)
+        if not (durable or self.lifecycle):
+            return None
+        return WriteSet(
+            session_id=session_id,
+            session=self.session if (self.lifecycle or durable) else None,
+            inputs=inputs,
+            snapshot=self.snapshot,
+            receipt=self.receipt,
+            messages=self.messages,
+        )
+
+    def terminal(self) -> Iterator[InputRecord]:
+        """The records this step made terminal."""
+        return (r for r in self.records if r.state.terminal)
+
+
+def _moved(
+    record: InputRecord, event: InputEvent, now: float, **changes: Any
+) -> InputRecord:
+    state = next_input_state(record.state, event)
+    run_id = changes.get("run_id", record.run_id)
+    return attrs.evolve(
+        record,
+        state=state,
+        history=(*record.history, StateChange(state=state, at=now, run_id=run_id)),
+        **changes,
+    )
+
+
+_EVENT_OF_STATE: Final = {
+    InputState.QUEUED: "input.requeued",
+    InputState.STAGED: "input.staged",
+    InputState.APPLIED: "input.applied",
+    InputState.CONSUMED: "input.consumed",
+    InputState.SUPERSEDED: "input.superseded",
+    InputState.ABANDONED: "input.abandoned",
+}
+
+
+def _input_events(records: Sequence[InputRecord]) -> tuple[EventSpec, ...]:
+    out: list[EventSpec] = []
+    for r in records:
+        data: dict[str, Any] = {"state": r.state.value, "attempt": r.attempt}
+        if r.reason is not None:
+            data["reason"] = r.reason.value
+            data["error"] = r.error
+        if r.superseded_by is not None:
+            data["by"] = r.superseded_by
+        out.append((_EVENT_OF_STATE[r.state], r.input_id, r.run_id, data))
+    return tuple(out)
+
+
+class SessionCore:
+    """One session's in-memory state and the decisions about it.
+
+    Only :meth:`apply` mutates; everything else is a pure function of the
+    current state and its arguments.
+    """
+
+    __slots__ = (
+        "id",
+        "limits",
+        "record",
+        "attached",
+        "run",
+        "snapshot_json",
+        "revision",
+        "active",
+        "keys",
+        "supersession",
+        "recent",
+        "_lanes",
+    )
+
+    def __init__(self, stored: StoredSession, limits: Limits) -> None:
+        self.id = stored.record.session_id
+        self.limits = limits
+        self.attached = False
+        self.run: RunState | None = None
+        self.recent: collections.OrderedDict[str, InputRecord] = collections.OrderedDict()
+        self._load(stored)
+
+    def _load(self, stored: StoredSession) -> None:
+        self.record = stored.record
+        self.snapshot_json = stored.snapshot_json
+        self.revision = stored.snapshot_revision
+        self.active: dict[str, InputRecord] = {}
+        self.keys: dict[str, str] = dict(stored.idempotency)
+        self.supersession: dict[tuple[str, str], str] = {}
+        self._lanes: tuple[collections.deque[tuple[int, str]], ...] = (
+            collections.deque(),
+            collections.deque(),
+            collections.deque(),
+        )
+        for record in sorted(stored.inputs, key=lambda r: r.order):
+            self._adopt(record)
+
+    # -- observation -------------------------------------------------------------
+
+    @property
+    def state(self) -> SessionState:
+        """The observable lifecycle state."""
+        persisted = self.record.state
+        if persisted is not SessionState.IDLE:
+            return persisted
+        if self.run is not None:
+            return SessionState.RUNNING
+        return SessionState.ATTACHED if self.attached else SessionState.IDLE
+
+    def lookup(self, input_id: str) -> InputRecord | None:
+        """The in-memory record of an input (active or recent ephemeral)."""
+        return self.active.get(input_id) or self.recent.get(input_id)
+
+    def queued(self, lane: int | None = None) -> Iterator[InputRecord]:
+        """Queued inputs in the order they will run (one lane, or all)."""
+        lanes = self._lanes if lane is None else (self._lanes[lane],)
+        for index, entries in enumerate(lanes):
+            lane_no = index if lane is None else lane
+            for order, input_id in entries:
+                record = self.active.get(input_id)
+                if (
+                    record is not None
+                    and record.state is InputState.QUEUED
+                    and record.order == order
+                    and record.lane == lane_no
+                ):
+                    yield record
+
+    def has_work(self) -> bool:
+        return next(self.queued(), None) is not None
+
+    def counts(self) -> dict[str, int]:
+        """Non-terminal inputs by state, and queued inputs by lane."""
+        out = {s.value: 0 for s in (InputState.QUEUED, InputState.STAGED, InputState.APPLIED)}
+        for record in self.active.values():
+            out[record.state.value] += 1
+        for name, lane in zip(("interrupt", "steer", "queue"), range(3)):
+            out[f"lane_{name}"] = sum(1 for _ in self.queued(lane))
+        return out
+
+    # -- decisions ---------------------------------------------------------------
+
+    def _evolve_record(self, now: float, **changes: Any) -> SessionRecord:
+        return attrs.evolve(self.record, updated_at=now, **changes)
+
+    def submit(
+        self, inp: Input, *, input_id: str, now: float, internal: bool = False
+    ) -> Step:
+        """Admit ``inp``.  ``reply`` is :class:`Accepted` or :class:`Deduplicated`.
+
+        Raises:
+            InputRejected, NotReady, SessionDestroyed, Overloaded.
+        """
+        state = self.state
+        rule = session_rule(state, SessionOp.SUBMIT)
+        if not rule.allowed and not (
+            state is SessionState.RETIRED and inp.kind == "peer_response"
+        ):
+            raise refuse(state, rule, self.id)
+        if not internal:
+            if inp.kind in RESERVED_KINDS:
+                raise InputRejected(f"kind {inp.kind!r} is reserved for the runtime")
+            if inp.idempotency_key is not None and inp.idempotency_key.startswith(
+                RESERVED_KEY_PREFIX
+            ):
+                raise InputRejected(f"idempotency keys starting {RESERVED_KEY_PREFIX!r} are reserved")
+        payload_json = encode_json(inp.payload)
+        size = len(payload_json.encode("utf-8"))
+        if size > self.limits.max_payload_bytes:
+            raise InputRejected(
+                f"payload is {size} bytes, over the limit of {self.limits.max_payload_bytes}"
+            )
+        metadata_json = (
+            None if inp.metadata is None else encode_json(dict(inp.metadata), what="metadata")
+        )
+        key = inp.idempotency_key
+        if key is not None and key in self.keys:
+            existing = self.keys[key]
+            return Step(reply=Deduplicated(input_id=existing, existing_input_id=existing))
+        if len(self.active) >= self.limits.max_queued:
+            raise Overloaded(
+                f"session {self.id!r} holds {len(self.active)} non-terminal inputs "
+                f"(max_queued={self.limits.max_queued})"
+            )
+        seq, order = self.record.next_seq, self.record.next_order
+        record = InputRecord(
+            session_id=self.id,
+            input_id=input_id,
+            seq=seq,
+            order=order,
+            kind=inp.kind,
+            payload_json=payload_json,
+            durability=inp.durability,
+            handling=inp.handling,
+            idempotency_key=key,
+            supersession_key=inp.supersession_key,
+            correlation_id=inp.correlation_id,
+            metadata_json=metadata_json,
+            submitted_at=now,
+            history=(StateChange(state=InputState.QUEUED, at=now),),
+        )
+        records = [record]
+        events: list[EventSpec] = [
+            ("input.accepted", input_id, None, {"kind": inp.kind, "handling": inp.handling.value})
+        ]
+        if inp.supersession_key is not None:
+            older_id = self.supersession.get((inp.kind, inp.supersession_key))
+            older = self.active.get(older_id) if older_id is not None else None
+            if older is not None and older.state is InputState.QUEUED:
+                gone = _moved(older, InputEvent.SUPERSEDE, now, superseded_by=input_id)
+                records.append(gone)
+                events.extend(_input_events([gone]))
+        cancel = (
+            inp.handling is Handling.INTERRUPT
+            and self.run is not None
+            and self.record.state is SessionState.IDLE
+        )
+        return Step(
+            records=tuple(records),
+            session=self._evolve_record(now, next_seq=seq + 1, next_order=order + 1),
+            events=tuple(events),
+            reply=Accepted(input_id=input_id),
+            wake=True,
+            cancel_run=cancel,
+        )
+
+    def _take(self, *, only_steer: bool, max_batch: int) -> list[InputRecord]:
+        taken = [r for lane in (0, 1) for r in self.queued(lane)]
+        if taken or only_steer:
+            return taken
+        out = []
+        for record in self.queued(2):
+            out.append(record)
+            if len(out) >= max_batch:
+                break
+        return out
+
+    def _stage(self, records: Sequence[InputRecord], run_id: str, now: float) -> list[InputRecord]:
+        return [
+            _moved(r, InputEvent.STAGE, now, run_id=run_id, attempt=r.attempt + 1, boundary=None)
+            for r in records
+        ]
+
+    def take_turn(self, *, run_id: str, now: float, max_batch: int = 1) -> Step:
+        """Start the next turn, if the session may run one and has work.
+
+        ``reply`` is the :class:`RunState` (and ``records`` the staged inputs),
+        or ``None`` when there is nothing to run.
+        """
+        if not self.attached or self.run is not None:
+            return Step()
+        if self.record.state not in (SessionState.IDLE, SessionState.RETIRED):
+            return Step()
+        records = self._take(only_steer=False, max_batch=max_batch)
+        if not records:
+            return Step()
+        staged = self._stage(records, run_id, now)
+        run = RunState(run_id=run_id, input_ids=tuple(r.input_id for r in staged), started_at=now)
+        return Step(
+            records=tuple(staged),
+            run=run,
+            events=(
+                ("run.started", None, run_id, {"inputs": list(run.input_ids)}),
+                *_input_events(staged),
+            ),
+            reply=run,
+        )
+
+    def _current(self, run_id: str) -> RunState:
+        if self.run is None or self.run.run_id != run_id:
+            raise NotReady(self.state, f"run {run_id} is not the running turn")
+        return self.run
+
+    def _snapshot_write(self, snapshot: Any) -> SnapshotWrite | None:
+        if snapshot is UNCHANGED:
+            return None
+        return SnapshotWrite(
+            value_json=encode_json(snapshot, what="snapshot"), expected_revision=self.revision
+        )
+
+    def _results(self, run: RunState, results: Mapping[str, Any] | None) -> dict[str, str]:
+        if results is None:
+            return {}
+        unknown = set(results) - set(run.input_ids)
+        if unknown:
+            raise InputRejected(f"results name inputs that are not in the turn: {sorted(unknown)}")
+        return {k: encode_json(v, what="result") for k, v in results.items()}
+
+    def checkpoint(
+        self,
+        run_id: str,
+        *,
+        snapshot: Any = UNCHANGED,
+        results: Mapping[str, Any] | None = None,
+        now: float,
+    ) -> Step:
+        """Commit a boundary of the running turn; hand it the steered inputs.
+
+        ``reply`` is the list of newly staged records that join the turn.
+        """
+        run = self._current(run_id)
+        encoded = self._results(run, results)
+        sequence = run.sequence + 1
+        applied = [
+            _moved(
+                r,
+                InputEvent.CHECKPOINT,
+                now,
+                boundary=sequence,
+                result_json=encoded.get(r.input_id, r.result_json),
+            )
+            for r in (self.active[i] for i in run.input_ids)
+            if r.state is InputState.STAGED
+        ]
+        joined = self._stage(self._take(only_steer=True, max_batch=0), run_id, now)
+        receipt = Receipt(
+            session_id=self.id,
+            run_id=run_id,
+            sequence=sequence,
+            input_ids=tuple(r.input_id for r in applied),
+            at=now,
+        )
+        new_run = attrs.evolve(
+            run,
+            sequence=sequence,
+            input_ids=run.input_ids + tuple(r.input_id for r in joined),
+        )
+        return Step(
+            records=(*applied, *joined),
+            run=new_run,
+            snapshot=self._snapshot_write(snapshot),
+            receipt=receipt,
+            events=(*_input_events(applied), *_input_events(joined)),
+            reply=joined,
+        )
+
+    def commit_turn(
+        self,
+        run_id: str,
+        *,
+        snapshot: Any = UNCHANGED,
+        results: Mapping[str, Any] | None = None,
+        messages: Sequence[OutboxMessage] = (),
+        now: float,
+    ) -> Step:
+        """Commit the running turn: its inputs become ``CONSUMED``.
+
+        Raises:
+            InputRejected: a result or the snapshot is not JSON (the caller
+                turns that into a failed run).
+        """
+        run = self._current(run_id)
+        encoded = self._results(run, results)
+        sequence = run.sequence + 1
+        consumed = []
+        for input_id in run.input_ids:
+            record = self.active[input_id]
+            changes: dict[str, Any] = {}
+            if input_id in encoded:
+                changes["result_json"] = encoded[input_id]
+            if record.state is InputState.STAGED:
+                changes["boundary"] = sequence
+            consumed.append(_moved(record, InputEvent.COMMIT, now, **changes))
+        receipt = Receipt(
+            session_id=self.id,
+            run_id=run_id,
+            sequence=sequence,
+            input_ids=tuple(r.input_id for r in consumed if r.boundary == sequence),
+            at=now,
+        )
+        return Step(
+            records=tuple(consumed),
+            run=None,
+            snapshot=self._snapshot_write(snapshot),
+            receipt=receipt,
+            messages=tuple(messages),
+            events=(
+                ("run.committed", None, run_id, {"sequence": sequence}),
+                *_input_events(consumed),
+            ),
+            wake=True,
+        )
+
+    def fail_turn(self, run_id: str, *, error: str, now: float) -> Step:
+        """The running turn failed: requeue its inputs behind other queued
+        work, or abandon them with ``MAX_ATTEMPTS`` once attempts run out."""
+        run = self._current(run_id)
+        next_order = self.record.next_order
+        records = []
+        for input_id in run.input_ids:
+            record = self.active[input_id]
+            if record.attempt >= self.limits.max_attempts:
+                records.append(
+                    _moved(
+                        record,
+                        InputEvent.FAIL_FINAL,
+                        now,
+                        error=error,
+                        **(
+                            {"reason": AbandonReason.MAX_ATTEMPTS}
+                            if record.state is InputState.STAGED
+                            else {}
+                        ),
+                    )
+                )
+            elif record.state is InputState.STAGED:
+                records.append(
+                    _moved(record, InputEvent.FAIL_RETRY, now, order=next_order, error=error)
+                )
+                next_order += 1
+            else:
+                records.append(_moved(record, InputEvent.FAIL_RETRY, now))
+        return Step(
+            records=tuple(records),
+            session=self._evolve_record(now, next_order=next_order),
+            lifecycle=True,
+            run=None,
+            events=(("run.failed", None, run_id, {"error": error}), *_input_events(records)),
+            wake=True,
+        )
+
+    def interrupt_turn(self, run_id: str, *, now: float) -> Step:
+        """The running turn was cancelled before its commit: its staged
+        inputs go back to the head of their lanes, attempt not counted."""
+        run = self._current(run_id)
+        records = [
+            _moved(
+                r,
+                InputEvent.INTERRUPT,
+                now,
+                **({"attempt": r.attempt - 1} if r.state is InputState.STAGED else {}),
+            )
+            for r in (self.active[i] for i in run.input_ids)
+        ]
+        return Step(
+            records=tuple(records),
+            session=self._evolve_record(now),
+            lifecycle=True,
+            run=None,
+            events=(("run.failed", None, run_id, {"error": "interrupted"}), *_input_events(records)),
+            wake=True,
+        )
+
+    def _abandon_all(self, reason: AbandonReason, now: float) -> list[InputRecord]:
+        out = []
+        for record in self.active.values():
+            if record.state is InputState.APPLIED and self.run is not None:
+                # Cancelled after its boundary: its effects were committed.
+                out.append(_moved(record, InputEvent.INTERRUPT, now))
+            else:
+                out.append(_moved(record, InputEvent.ABANDON, now, reason=reason))
+        return out
+
+    def operate(self, op: SessionOp, *, now: float, stop_reason: str | None = None) -> Step:
+        """Apply a control operation (attach, detach, retire, reset, stop,
+        destroy) per the session lifecycle table.  ``reply`` is its report.
+
+        Raises:
+            NotReady, SessionDestroyed: the table refuses the operation.
+        """
+        state = self.state
+        rule = session_rule(state, op)
+        if op is SessionOp.ATTACH and state is SessionState.RETIRED and self.attached:
+            raise NotReady(state, "an executor is already attached")
+        if not rule.allowed:
+            raise refuse(state, rule, self.id)
+        records: list[InputRecord] = []
+        if rule.effect is Effect.ABANDON or (
+            rule.effect is Effect.ABANDON_IF_DETACHED and not self.attached
+        ):
+            assert rule.reason is not None
+            records = self._abandon_all(rule.reason, now)
+        pending = len(self.active) - len(records)
+        record = None
+        if rule.to is not None and rule.to is not self.record.state:
+            record = self._evolve_record(
+                now,
+                state=rule.to,
+                stop_reason=stop_reason if rule.to is SessionState.STOPPED else None,
+            )
+        elif records:
+            record = self._evolve_record(now)
+        reply: Any = None
+        if op is SessionOp.RETIRE:
+            reply = RetireReport(inputs_abandoned=len(records), inputs_pending_drain=pending)
+        elif op is SessionOp.RESET:
+            reply = ResetReport(inputs_abandoned=len(records))
+        elif op is SessionOp.STOP:
+            reply = StopReport(inputs_abandoned=len(records))
+        elif op is SessionOp.DESTROY:
+            reply = DestroyReport(inputs_abandoned=len(records))
+        cancel = rule.cancel_run and self.run is not None
+        new_state = state
+        if rule.to is not None or rule.attached is not None:
+            persisted = rule.to or self.record.state
+            attached = self.attached if rule.attached is None else rule.attached
+            if persisted is not SessionState.IDLE:
+                new_state = persisted
+            elif self.run is not None and not cancel:
+                new_state = SessionState.RUNNING
+            else:
+                new_state = SessionState.ATTACHED if attached else SessionState.IDLE
+        events: list[EventSpec] = list(_input_events(records))
+        if new_state is not state:
+            events.append(("session.state", None, None, {"from": state.value, "to": new_state.value}))
+        return Step(
+            records=tuple(records),
+            session=record,
+            lifecycle=record is not None,
+            attached=rule.attached,
+            run=None if cancel else UNCHANGED,
+            events=tuple(events),
+            reply=reply,
+            wake=bool(rule.attached),
+            cancel_run=cancel,
+        )
+
+    def recycle(self, stored: StoredSession, *, now: float) -> Step:
+        """Rebuild from the store, keeping queued work and waiters."""
+        state = self.state
+        rule = session_rule(state, SessionOp.RECYCLE)
+        if not rule.allowed:
+            raise refuse(state, rule, self.id)
+        _check_stored(stored)
+        record = attrs.evolve(stored.record, updated_at=now)
+        transferred = len(stored.inputs) + sum(
+            1 for r in self.active.values() if r.durability is Durability.EPHEMERAL
+        )
+        return Step(
+            session=record,
+            lifecycle=True,
+            reload=attrs.evolve(stored, record=record),
+            reply=RecycleReport(inputs_transferred=transferred),
+            wake=True,
+        )
+
+    def recover(self, stored: StoredSession, *, now: float) -> Step:
+        """Apply the recovery rules (DESIGN section 7) to ``stored``.
+
+        ``reply`` is the :class:`RecoveryReport`; ``reload`` the recovered state.
+
+        Raises:
+            NotReady: a turn is running.  RecoveryCorruption: fail closed.
+        """
+        state = self.state
+        rule = session_rule(state, SessionOp.RECOVER)
+        if not rule.allowed:
+            raise refuse(state, rule, self.id)
+        if rule.effect is Effect.REPORT_ONLY:
+            return Step(reply=RecoveryReport())
+        return recover_step(stored, limits=self.limits, now=now)
+
+    # -- adoption ----------------------------------------------------------------
+
+    def _adopt(self, record: InputRecord) -> None:
+        """Index one record whose new version is committed."""
+        input_id = record.input_id
+        previous = self.active.get(input_id)
+        if record.idempotency_key is not None:
+            self.keys[record.idempotency_key] = input_id
+        if record.state.terminal:
+            self.active.pop(input_id, None)
+            if record.durability is Durability.EPHEMERAL:
+                self.recent[input_id] = record
+                if len(self.recent) > RECENT_EPHEMERAL:
+                    self.recent.popitem(last=False)
+            if record.supersession_key is not None:
+                skey = (record.kind, record.supersession_key)
+                if self.supersession.get(skey) == input_id:
+                    del self.supersession[skey]
+            return
+        self.active[input_id] = record
+        if record.state is not InputState.QUEUED:
+            return
+        if record.supersession_key is not None:
+            self.supersession[record.kind, record.supersession_key] = input_id
+        if previous is not None and previous.state is InputState.QUEUED and previous.order == record.order:
+            return
+        lane = self._lanes[record.lane]
+        entry = (record.order, input_id)
+        if not lane or record.order > lane[-1][0]:
+            lane.append(entry)
+        elif record.order <= lane[0][0]:
+            lane.appendleft(entry)
+        else:
+            index = next(i for i, (order, _) in enumerate(lane) if order > record.order)
+            lane.insert(index, entry)
+
+    def apply(self, step: Step) -> None:
+        """Adopt a committed step.  The only method that mutates the core."""
+        if step.reload is not None:
+            self._load(step.reload)
+        if step.session is not None:
+            self.record = step.session
+        for record in step.records:
+            self._adopt(record)
+        if step.snapshot is not None:
+            self.snapshot_json = step.snapshot.value_json
+            self.revision = step.snapshot.revision
+        if step.attached is not None:
+            self.attached = step.attached
+        if not isinstance(step.run, _Unchanged):
+            self.run = step.run
+        for lane in self._lanes:
+            while lane:
+                order, input_id = lane[0]
+                record = self.active.get(input_id)
+                if record is not None and record.state is InputState.QUEUED and record.order == order:
+                    break
+                lane.popleft()
+
+
+def _check_stored(stored: StoredSession) -> None:
+    check_version("session", stored.record.version)
+    terminal_state = stored.record.state in (SessionState.DESTROYED, SessionState.STOPPED)
+    for record in stored.inputs:
+        check_version("input", record.version)
+        if record.state.terminal:
+            continue
+        if terminal_state:
+            raise RecoveryCorruption(
+                f"session {stored.record.session_id!r} is {stored.record.state.name} "
+                f"but input {record.input_id} is {record.state.name}"
+            )
+        if not record.payload_json:
+            raise RecoveryCorruption(
+                f"input {record.input_id} is {record.state.name} but has no payload"
+            )
+
+
+def recover_step(stored: StoredSession, *, limits: Limits, now: float) -> Step:
+    """The recovery of a stored session as a step (DESIGN section 7).
+
+    Raises:
+        RecoveryCorruption: the stored records contradict each other.
+    """
+    _check_stored(stored)
+    records: list[InputRecord] = []
+    kept: list[InputRecord] = []
+    requeued = abandoned = 0
+    details: list[str] = []
+    next_order = stored.record.next_order
+    for record in sorted(stored.inputs, key=lambda r: r.order):
+        state = record.state
+        if state is InputState.APPLIED and (record.run_id, record.boundary) in stored.receipts:
+            records.append(_moved(record, InputEvent.COMMIT, now))
+            details.append(f"{record.input_id}: applied at a committed boundary, consumed")
+            continue
+        if state is InputState.QUEUED:
+            kept.append(record)
+            continue
+        as_staged = (
+            attrs.evolve(record, state=InputState.STAGED, boundary=None)
+            if state is InputState.APPLIED
+            else record
+        )
+        if as_staged.attempt >= limits.max_attempts:
+            gone = _moved(
+                as_staged,
+                InputEvent.FAIL_FINAL,
+                now,
+                reason=AbandonReason.MAX_ATTEMPTS,
+                error="process exited during run",
+            )
+            records.append(gone)
+            abandoned += 1
+            details.append(f"{record.input_id}: attempts exhausted, abandoned")
+        else:
+            back = _moved(as_staged, InputEvent.FAIL_RETRY, now)
+            records.append(back)
+            kept.append(back)
+            requeued += 1
+            details.append(f"{record.input_id}: interrupted run, requeued")
+    record = attrs.evolve(stored.record, next_order=next_order, updated_at=now)
+    reload = attrs.evolve(stored, record=record, inputs=tuple(kept))
+    report = RecoveryReport(
+        inputs_recovered=len(stored.inputs),
+        inputs_requeued=requeued,
+        inputs_abandoned=abandoned,
+        details=tuple(details),
+    )
+    return Step(
+        records=tuple(records),
+        session=record,
+        lifecycle=bool(records),
+        run=None,
+        events=_input_events(records),
+        reply=report,
+        reload=reload,
+        wake=True,
+    )

@@ -1,0 +1,148 @@
+"""What executors see and return: turns, results, peer messages."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, Union
+
+import attrs
+
+from ._errors import InputRejected, SuricateError
+from ._model import UNCHANGED, Input
+
+if TYPE_CHECKING:
+    from .supervision._loop import ExecutorLoop
+
+__all__ = [
+    "Executor",
+    "ExecutorExit",
+    "Fatal",
+    "PeerMessage",
+    "Turn",
+    "TurnResult",
+    "as_executor",
+]
+
+
+class ExecutorExit(Exception):
+    """Raise from an executor to end its loop normally.
+
+    The current turn's inputs go back to the head of their lanes without an
+    attempt counted.  A ``PERMANENT`` restart policy starts the loop again;
+    ``TRANSIENT`` and ``TEMPORARY`` do not.
+    """
+
+
+class Fatal(SuricateError):
+    """Raise from an executor to mark a crash of its loop (not a failed run):
+    the supervisor restarts the loop or gives up, per its policy."""
+
+
+def _check_target(instance: Any, attribute: Any, value: Any) -> None:
+    if not isinstance(value, str) or not value:
+        raise InputRejected("PeerMessage.to must be a session id")
+
+
+@attrs.frozen
+class PeerMessage:
+    """A message to another session, committed with the turn that sends it."""
+
+    to: str = attrs.field(validator=_check_target)
+    payload: Any
+    reply: bool = attrs.field(default=False, kw_only=True)
+
+
+@attrs.frozen(kw_only=True)
+class TurnResult:
+    """What a turn commits.
+
+    Args:
+        snapshot: the session's new snapshot (omit to leave it unchanged).
+        results: a result per input id of the turn.
+        result: one result for every input of the turn.
+        messages: peer messages, committed with the turn.
+    """
+
+    snapshot: Any = UNCHANGED
+    results: Mapping[str, Any] | None = None
+    result: Any = UNCHANGED
+    messages: Sequence[PeerMessage] = ()
+
+    def results_for(self, input_ids: Sequence[str]) -> dict[str, Any] | None:
+        if self.results is not None and self.result is not UNCHANGED:
+            raise InputRejected("give either results or result, not both")
+        if self.result is not UNCHANGED:
+            return {i: self.result for i in input_ids}
+        return None if self.results is None else dict(self.results)
+
+
+class Turn:
+    """One run of an executor over one or more inputs of a session."""
+
+    __slots__ = ("run_id", "session_id", "inputs", "snapshot", "attempt", "_loop")
+
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        session_id: str,
+        inputs: list[Input],
+        snapshot: Any,
+        attempt: int,
+        loop: ExecutorLoop | None = None,
+    ) -> None:
+        self.run_id = run_id
+        self.session_id = session_id
+        self.inputs = inputs
+        self.snapshot = snapshot
+        self.attempt = attempt
+        self._loop = loop
+
+    def __repr__(self) -> str:
+        return f"<Turn {self.run_id} of {self.session_id!r}: {len(self.inputs)} inputs>"
+
+    async def checkpoint(
+        self, *, snapshot: Any = UNCHANGED, results: Mapping[str, Any] | None = None
+    ) -> list[Input]:
+        """Commit a boundary: the turn's inputs so far become ``APPLIED``
+        (with ``results``), ``snapshot`` is committed, a receipt is written.
+
+        Returns:
+            The ``STEER`` inputs that arrived meanwhile; they join this turn.
+        """
+        if self._loop is None:
+            raise RuntimeError("this turn is not running in an executor loop")
+        joined = await self._loop.checkpoint(self, snapshot=snapshot, results=results)
+        self.inputs.extend(joined)
+        if snapshot is not UNCHANGED:
+            self.snapshot = snapshot
+        return joined
+
+
+class _RunExecutor(Protocol):
+    async def run(self, turn: Turn) -> TurnResult | None: ...
+
+
+Executor = Union[Callable[[Turn], Awaitable["TurnResult | None"]], _RunExecutor]
+
+
+def as_executor(executor: Any) -> Callable[[Turn], Awaitable[TurnResult | None]]:
+    """Normalize an executor to one async callable.
+
+    Raises:
+        InputRejected: ``executor`` is not an async function, an object with an
+            async ``run`` method, or a plain function.
+    """
+    run = getattr(executor, "run", None)
+    if run is not None and inspect.iscoroutinefunction(run):
+        return run  # type: ignore[no-any-return]
+    if inspect.iscoroutinefunction(executor) or inspect.iscoroutinefunction(
+        getattr(executor, "__call__", None)
+    ):
+        return executor  # type: ignore[no-any-return]
+    if callable(executor):
+        from .supervision._thread import ThreadExecutor
+
+        return ThreadExecutor(executor).run
+    raise InputRejected(f"not an executor: {executor!r}")

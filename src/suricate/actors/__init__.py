@@ -1,0 +1,16 @@
+"""The actor kernel and the runtime's actors."""
+
+from ._actor import Actor, ActorRef, ActorStatistics, spawn
+from ._registry import CompletionRegistry, Waiter
+from ._session import SessionActor, SessionStats
+
+__all__ = [
+    "Actor",
+    "ActorRef",
+    "ActorStatistics",
+    "CompletionRegistry",
+    "SessionActor",
+    "SessionStats",
+    "Waiter",
+    "spawn",
+]

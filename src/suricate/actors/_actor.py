@@ -1,0 +1,275 @@
+"""The actor kernel: a bounded mailbox served one message at a time.
+
+Theory of operation
+-------------------
+An :class:`Actor` is an object with an ``actor_receive`` coroutine.  An
+:class:`ActorRef` owns its mailbox: ``tell`` enqueues a message, ``ask``
+enqueues it with a reply slot and waits for the answer (or the exception the
+handler raised).  Messages are handled strictly one after another, in arrival
+order, so an actor's state needs no locks.
+
+The actor holds a trio task only while it has mail: the first message into an
+empty mailbox starts a task in the actor system's nursery, and the task
+returns as soon as the mailbox is empty again.  An idle actor therefore costs
+a few Python objects and no task (passivation, DESIGN section 2).
+
+A handler that raises answers the asker with that exception and the actor
+carries on.  A handler that raises for a ``tell`` (nobody to answer) is a
+crash of the actor: the exception escapes into the system nursery, where its
+supervisor sees it.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from typing import Any, Generic, TypeVar
+
+import attrs
+import outcome
+import trio
+
+from .._errors import ActorStopped, WaitTimeout
+
+__all__ = ["Actor", "ActorRef", "ActorStatistics", "spawn"]
+
+T = TypeVar("T")
+
+
+class Actor:
+    """Base class of actors.  Subclasses implement :meth:`actor_receive`.
+
+    Attributes that the kernel uses carry the ``actor_`` prefix, so a
+    subclass cannot clash with them.
+    """
+
+    #: Capacity of the mailbox; ``tell`` waits (``tell_nowait`` raises
+    #: ``trio.WouldBlock``) while it is full.
+    actor_mailbox_size: int = 1024
+
+    async def actor_receive(self, message: Any) -> Any:
+        """Handle one message; the return value answers an ``ask``."""
+        raise NotImplementedError
+
+    def actor_stopped(self) -> None:
+        """Called once when the actor stops (after its last message)."""
+
+
+@attrs.frozen(kw_only=True)
+class ActorStatistics:
+    """A snapshot of one actor's mailbox."""
+
+    name: str
+    mailbox_depth: int
+    mailbox_size: int
+    processed: int
+    failed: int
+    active: bool
+    """A task is serving the mailbox right now."""
+    stopped: bool
+
+
+class _Reply:
+    """A one-shot answer slot that parks the asking task without an Event."""
+
+    __slots__ = ("task", "result", "abandoned")
+
+    def __init__(self) -> None:
+        self.task: trio.lowlevel.Task | None = None
+        self.result: outcome.Outcome[Any] | None = None
+        self.abandoned = False
+
+    def set(self, result: outcome.Outcome[Any]) -> None:
+        if self.abandoned or self.result is not None:
+            return
+        self.result = result
+        if self.task is not None:
+            task, self.task = self.task, None
+            trio.lowlevel.reschedule(task, result)
+
+    async def wait(self) -> Any:
+        if self.result is not None:
+            await trio.lowlevel.checkpoint()
+            return self.result.unwrap()
+        self.task = trio.lowlevel.current_task()
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            self.abandoned = True
+            self.task = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        return await trio.lowlevel.wait_task_rescheduled(abort)
+
+
+class ActorRef(Generic[T]):
+    """The address of an actor: the only way to talk to it."""
+
+    __slots__ = (
+        "actor",
+        "name",
+        "_nursery",
+        "_mail",
+        "_space",
+        "_running",
+        "_stopped",
+        "_idle",
+        "_processed",
+        "_failed",
+        "_capacity",
+    )
+
+    def __init__(self, actor: T, nursery: trio.Nursery, *, name: str) -> None:
+        self.actor = actor
+        self.name = name
+        self._nursery = nursery
+        self._capacity = getattr(actor, "actor_mailbox_size", 1024)
+        self._mail: collections.deque[tuple[Any, _Reply | None]] = collections.deque()
+        self._space = trio.lowlevel.ParkingLot()
+        self._running = False
+        self._stopped = False
+        self._idle: trio.Event | None = None
+        self._processed = 0
+        self._failed = 0
+
+    def __repr__(self) -> str:
+        return f"<ActorRef {self.name}>"
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped
+
+    def _put(self, message: Any, reply: _Reply | None) -> None:
+        self._mail.append((message, reply))
+        if not self._running:
+            self._running = True
+            self._nursery.start_soon(self._serve, name=self.name)
+
+    def _check(self) -> None:
+        if self._stopped:
+            raise ActorStopped(f"actor {self.name} is stopped")
+
+    async def _wait_space(self) -> None:
+        while len(self._mail) >= self._capacity:
+            await self._space.park()
+            self._check()
+
+    def tell_nowait(self, message: Any) -> None:
+        """Enqueue ``message`` without waiting.
+
+        Raises:
+            ActorStopped: the actor stopped.  trio.WouldBlock: the mailbox is full.
+        """
+        self._check()
+        if len(self._mail) >= self._capacity:
+            raise trio.WouldBlock
+        self._put(message, None)
+
+    async def tell(self, message: Any) -> None:
+        """Enqueue ``message``, waiting for room in the mailbox.
+
+        Raises:
+            ActorStopped: the actor stopped.
+        """
+        self._check()
+        if len(self._mail) >= self._capacity:
+            await self._wait_space()
+        else:
+            await trio.lowlevel.checkpoint()
+        self._put(message, None)
+
+    async def ask(self, message: Any, *, timeout: float | None = None) -> Any:
+        """Send ``message`` and wait for the handler's answer.
+
+        The handler's exception is raised here.  Cancelling the asker does not
+        withdraw a message already enqueued.
+
+        Raises:
+            ActorStopped: the actor stopped before answering.
+            WaitTimeout: no answer within ``timeout`` seconds.
+        """
+        self._check()
+        reply = _Reply()
+        deadline = math.inf if timeout is None else trio.current_time() + timeout
+        with trio.move_on_at(deadline):
+            if len(self._mail) >= self._capacity:
+                await self._wait_space()
+            self._put(message, reply)
+            return await reply.wait()
+        reply.abandoned = True
+        raise WaitTimeout(f"{self.name} did not answer within {timeout} s")
+
+    async def _serve(self) -> None:
+        mail = self._mail
+        actor = self.actor
+        receive = actor.actor_receive  # type: ignore[attr-defined]
+        try:
+            while mail and not self._stopped:
+                message, reply = mail.popleft()
+                if self._space.statistics().tasks_waiting:
+                    self._space.unpark()
+                if reply is None:
+                    try:
+                        await receive(message)
+                    except BaseException:
+                        self._failed += 1
+                        raise
+                else:
+                    try:
+                        value = await receive(message)
+                    except Exception as exc:
+                        self._failed += 1
+                        reply.set(outcome.Error(exc))
+                    except BaseException as exc:
+                        reply.set(outcome.Error(ActorStopped(f"actor {self.name} was cancelled")))
+                        raise exc
+                    else:
+                        reply.set(outcome.Value(value))
+                self._processed += 1
+                await trio.lowlevel.cancel_shielded_checkpoint()
+        finally:
+            self._running = False
+            if self._stopped:
+                self._finish()
+            if self._idle is not None:
+                self._idle.set()
+                self._idle = None
+
+    def _finish(self) -> None:
+        error = ActorStopped(f"actor {self.name} is stopped")
+        while self._mail:
+            _, reply = self._mail.popleft()
+            if reply is not None:
+                reply.set(outcome.Error(error))
+        self._space.unpark_all()
+        self.actor.actor_stopped()  # type: ignore[attr-defined]
+
+    def stop(self) -> None:
+        """Stop after the message being handled: pending asks get ``ActorStopped``."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if not self._running:
+            self._finish()
+
+    async def wait_idle(self) -> None:
+        """Wait until no task serves the mailbox (it is empty, or stopped)."""
+        while self._running:
+            if self._idle is None:
+                self._idle = trio.Event()
+            await self._idle.wait()
+
+    def statistics(self) -> ActorStatistics:
+        return ActorStatistics(
+            name=self.name,
+            mailbox_depth=len(self._mail),
+            mailbox_size=self._capacity,
+            processed=self._processed,
+            failed=self._failed,
+            active=self._running,
+            stopped=self._stopped,
+        )
+
+
+def spawn(actor: T, nursery: trio.Nursery, *, name: str | None = None) -> ActorRef[T]:
+    """Give ``actor`` a mailbox served by tasks in ``nursery``."""
+    return ActorRef(actor, nursery, name=name or type(actor).__name__)

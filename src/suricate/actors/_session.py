@@ -1,0 +1,392 @@
+"""The session actor: the one place where a session changes.
+
+Every mutation of a session (submits, control operations, the turns of its
+executor loop) is a message to this actor, handled one at a time.  Each
+handler asks the pure :class:`~suricate._model.SessionCore` for a step,
+commits the step's write-set to the store, and only then adopts the step in
+memory, publishes its events, resolves the waiters of inputs it made terminal
+and wakes or cancels the executor loop.  A failed commit raises
+:class:`StoreError` to the caller with the core untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import trio
+
+from .._errors import InputNotFound, InputRejected, StoreError
+from .._events import Event, EventBus
+from .._model import (
+    Durability,
+    InputRecord,
+    OutboxMessage,
+    Outcome,
+    SessionCore,
+    SessionOp,
+    SessionState,
+    Step,
+    StoredSession,
+    decode_json,
+    encode_json,
+)
+from ..store import Store
+from ._actor import Actor, ActorRef
+from ._messages import (
+    STOP,
+    Attach,
+    CheckpointTurn,
+    CommitTurn,
+    Detach,
+    FailTurn,
+    GiveUp,
+    InterruptTurn,
+    LoopExited,
+    Operate,
+    Read,
+    Recover,
+    Recycle,
+    Submit,
+    TakeTurn,
+    TurnStart,
+    Wait,
+)
+from ._registry import CompletionRegistry, Register, Resolve, Waiter
+
+__all__ = ["SessionActor", "SessionStats"]
+
+log = logging.getLogger("suricate.session")
+
+
+@attrs.frozen(kw_only=True)
+class SessionStats:
+    """A snapshot of one session's queues, turn and supervision."""
+
+    session_id: str
+    state: SessionState
+    inputs: dict[str, int]
+    """Non-terminal inputs by state, and queued inputs per lane (``lane_*``)."""
+    running_run_id: str | None
+    restarts: int
+    crashes: int
+    mailbox_depth: int
+    messages_processed: int
+
+
+class SessionActor(Actor):
+    """Owns one :class:`SessionCore`."""
+
+    actor_mailbox_size = 4096
+
+    def __init__(
+        self,
+        core: SessionCore,
+        *,
+        store: Store,
+        registry: ActorRef[CompletionRegistry],
+        bus: EventBus,
+        new_id: Callable[[], str],
+        loop_nursery: trio.Nursery,
+        rng: random.Random,
+    ) -> None:
+        self.core = core
+        self.store = store
+        self.registry = registry
+        self.bus = bus
+        self.new_id = new_id
+        self.loop_nursery = loop_nursery
+        self.rng = rng
+        self.loop: Any = None  # ExecutorLoop | None
+        self.ref: ActorRef[SessionActor] | None = None
+        self.restarts = 0
+        self.crashes = 0
+        self._handlers: dict[type, Callable[[Any], Any]] = {
+            Submit: self._submit,
+            Wait: self._wait,
+            Read: self._read,
+            TakeTurn: self._take_turn,
+            CommitTurn: self._commit_turn,
+            FailTurn: self._fail_turn,
+            InterruptTurn: self._interrupt_turn,
+            CheckpointTurn: self._checkpoint_turn,
+            Operate: self._operate,
+            Attach: self._attach,
+            Detach: self._detach,
+            LoopExited: self._loop_exited,
+            GiveUp: self._give_up,
+            Recycle: self._recycle,
+            Recover: self._recover,
+        }
+
+    @property
+    def session_id(self) -> str:
+        return self.core.id
+
+    async def actor_receive(self, message: Any) -> Any:
+        return await self._handlers[type(message)](message)
+
+    # -- the commit-then-adopt discipline ------------------------------------------
+
+    async def _commit(self, step: Step) -> None:
+        """Commit ``step``, then adopt it and carry out its effects."""
+        write_set = step.write_set(self.core.id)
+        if write_set is not None:
+            # Shielded: once handed to the store, the outcome must be known,
+            # or memory and store could disagree.
+            with trio.CancelScope(shield=True):
+                try:
+                    await self.store.commit(write_set)
+                except StoreError:
+                    raise
+                except Exception as exc:
+                    raise StoreError(f"commit failed: {exc!r}") from exc
+        self.core.apply(step)
+        await self._effects(step)
+
+    async def _effects(self, step: Step) -> None:
+        if step.events and self.bus.active:
+            now = time.time()
+            sid = self.core.id
+            for kind, input_id, run_id, data in step.events:
+                self.bus.publish(
+                    Event(kind=kind, session_id=sid, input_id=input_id, run_id=run_id, data=data, at=now)
+                )
+        outcomes: list[Outcome] = [o for r in step.terminal() if (o := r.outcome()) is not None]
+        if outcomes:
+            await self.registry.tell(Resolve(self.core.id, outcomes))
+        loop = self.loop
+        if loop is not None:
+            if step.cancel_run:
+                loop.cancel_turn()
+            if step.wake:
+                loop.wake()
+
+    def emit(self, kind: str, data: Any, *, run_id: str | None = None) -> None:
+        if self.bus.active:
+            self.bus.publish(
+                Event(kind=kind, session_id=self.core.id, run_id=run_id, data=data, at=time.time())
+            )
+
+    # -- submit and read -------------------------------------------------------------
+
+    async def _submit(self, message: Submit) -> Any:
+        step = self.core.submit(
+            message.input, input_id=self.new_id(), now=time.time(), internal=message.internal
+        )
+        if step.records:
+            await self._commit(step)
+        return step.reply
+
+    async def _record(self, input_id: str) -> InputRecord | None:
+        record = self.core.lookup(input_id)
+        if record is None:
+            record = await self.store.load_input(self.core.id, input_id)
+        return record
+
+    async def _wait(self, message: Wait) -> Outcome | Waiter:
+        record = await self._record(message.input_id)
+        if record is None:
+            raise InputNotFound(f"session {self.core.id!r} has no input {message.input_id!r}")
+        outcome = record.outcome()
+        if outcome is not None:
+            return outcome
+        waiter = Waiter((self.core.id, message.input_id))
+        await self.registry.tell(Register(waiter))
+        return waiter
+
+    async def _read(self, message: Read) -> Any:
+        what = message.what
+        if what == "state":
+            return self.core.state
+        if what == "input":
+            return await self._record(message.args[0])
+        if what == "snapshot":
+            return decode_json(self.core.snapshot_json)
+        if what == "receipt":
+            return await self.store.load_receipt(self.core.id, *message.args)
+        if what == "stats":
+            stats = self.ref.statistics() if self.ref is not None else None
+            loop = self.loop
+            return SessionStats(
+                session_id=self.core.id,
+                state=self.core.state,
+                inputs=self.core.counts(),
+                running_run_id=self.core.run.run_id if self.core.run else None,
+                restarts=self.restarts + (loop.restart_count if loop else 0),
+                crashes=self.crashes + (loop.crashes if loop else 0),
+                mailbox_depth=stats.mailbox_depth if stats else 0,
+                messages_processed=stats.processed if stats else 0,
+            )
+        raise ValueError(f"unknown read {what!r}")
+
+    # -- control operations ----------------------------------------------------------
+
+    async def _operate(self, message: Operate) -> Any:
+        step = self.core.operate(message.op, now=time.time())
+        await self._commit(step)
+        if message.op in (SessionOp.STOP, SessionOp.DESTROY):
+            self._drop_loop(kill=True)
+        return step.reply
+
+    def _drop_loop(self, *, kill: bool) -> None:
+        loop, self.loop = self.loop, None
+        if loop is not None:
+            self.restarts += loop.restart_count
+            self.crashes += loop.crashes
+            if kill:
+                loop.kill()
+            else:
+                loop.stop()
+
+    async def _reload_source(self) -> StoredSession:
+        stored = await self.store.load_session(self.core.id)
+        if stored is None:
+            raise StoreError(f"session {self.core.id!r} is not in the store")
+        # Ephemeral inputs live only here: carry them over.
+        ephemeral = tuple(
+            r for r in self.core.active.values() if r.durability is Durability.EPHEMERAL
+        )
+        record = attrs.evolve(
+            stored.record,
+            next_seq=max(stored.record.next_seq, self.core.record.next_seq),
+            next_order=max(stored.record.next_order, self.core.record.next_order),
+        )
+        return attrs.evolve(stored, record=record, inputs=stored.inputs + ephemeral)
+
+    async def _recycle(self, message: Recycle) -> Any:
+        step = self.core.recycle(await self._reload_source(), now=time.time())
+        await self._commit(step)
+        return step.reply
+
+    async def _recover(self, message: Recover) -> Any:
+        if self.core.state is SessionState.DESTROYED:
+            return self.core.recover(StoredSession(record=self.core.record), now=time.time()).reply
+        step = self.core.recover(await self._reload_source(), now=time.time())
+        await self._commit(step)
+        return step.reply
+
+    # -- the executor loop -----------------------------------------------------------
+
+    async def _attach(self, message: Attach) -> None:
+        from ..supervision._loop import ExecutorLoop
+
+        loop = ExecutorLoop(
+            session=self.ref,  # type: ignore[arg-type]
+            session_id=self.core.id,
+            executor=message.executor,
+            options=message.options,
+            rng=self.rng,
+            emit=self.emit,
+        )
+        step = self.core.operate(SessionOp.ATTACH, now=time.time())
+        await self._commit(step)
+        if self.loop is not None:  # a detached loop still finishing: it is stale now
+            self._drop_loop(kill=False)
+        self.loop = loop
+        self.loop_nursery.start_soon(loop.run, name=f"executor loop {self.core.id}")
+
+    async def _detach(self, message: Detach) -> trio.Event | None:
+        loop = self.loop
+        if loop is None:
+            step = self.core.operate(SessionOp.DETACH, now=time.time())
+            await self._commit(step)
+            return None
+        loop.stop(cancel=message.cancel)
+        return loop.exited
+
+    async def _loop_exited(self, message: LoopExited) -> None:
+        loop = message.loop
+        try:
+            if loop is self.loop:
+                self._drop_loop(kill=False)
+                if self.core.attached:
+                    await self._commit(self.core.operate(SessionOp.DETACH, now=time.time()))
+                await self._fail_orphan("executor loop exited during the run")
+        except StoreError as exc:
+            # Nobody to answer: the run stays staged, durably and in memory,
+            # and the next loop's first TakeTurn fails it again.
+            log.warning("session %s: could not settle after its loop exited: %s", self.core.id, exc)
+        finally:
+            loop.exited.set()
+
+    async def _give_up(self, message: GiveUp) -> None:
+        if message.loop is not self.loop:
+            return
+        await self._fail_orphan(message.reason)
+        step = self.core.operate(SessionOp.STOP, now=time.time(), stop_reason=message.reason)
+        await self._commit(step)
+        self._drop_loop(kill=False)
+
+    async def _fail_orphan(self, error: str) -> None:
+        """Fail a run whose loop is gone (it crashed before reporting)."""
+        run = self.core.run
+        if run is not None:
+            await self._commit(self.core.fail_turn(run.run_id, error=error, now=time.time()))
+
+    async def _take_turn(self, message: TakeTurn) -> Any:
+        loop = message.loop
+        if loop is not self.loop or loop.stopping:
+            return STOP
+        if self.core.state in (SessionState.STOPPED, SessionState.DESTROYED):
+            return STOP
+        await self._fail_orphan("executor loop crashed during the run")
+        step = self.core.take_turn(run_id=self.new_id(), now=time.time(), max_batch=message.max_batch)
+        if step.reply is None:
+            return None
+        await self._commit(step)
+        return TurnStart(run=step.reply, inputs=step.records, snapshot_json=self.core.snapshot_json)
+
+    async def _checkpoint_turn(self, message: CheckpointTurn) -> tuple[InputRecord, ...]:
+        step = self.core.checkpoint(
+            message.run_id, snapshot=message.snapshot, results=message.results, now=time.time()
+        )
+        await self._commit(step)
+        return step.reply  # type: ignore[no-any-return]
+
+    async def _commit_turn(self, message: CommitTurn) -> bool:
+        result = message.result
+        run = self.core._current(message.run_id)
+        now = time.time()
+        try:
+            if result is None:
+                step = self.core.commit_turn(message.run_id, now=now)
+            else:
+                messages = tuple(
+                    OutboxMessage(
+                        session_id=self.core.id,
+                        run_id=message.run_id,
+                        target=m.to,
+                        payload_json=encode_json(m.payload, what="peer message payload"),
+                        reply=m.reply,
+                    )
+                    for m in result.messages
+                )
+                step = self.core.commit_turn(
+                    message.run_id,
+                    snapshot=result.snapshot,
+                    results=result.results_for(run.input_ids),
+                    messages=messages,
+                    now=now,
+                )
+        except InputRejected as exc:
+            await self._commit(
+                self.core.fail_turn(message.run_id, error=f"invalid turn result: {exc.reason}", now=now)
+            )
+            return False
+        await self._commit(step)
+        return True
+
+    async def _fail_turn(self, message: FailTurn) -> None:
+        await self._commit(self.core.fail_turn(message.run_id, error=message.error, now=time.time()))
+
+    async def _interrupt_turn(self, message: InterruptTurn) -> None:
+        await self._commit(self.core.interrupt_turn(message.run_id, now=time.time()))
+
+    def actor_stopped(self) -> None:
+        self._drop_loop(kill=True)
+

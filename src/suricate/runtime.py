@@ -1,0 +1,498 @@
+"""The runtime: opens the actor tree, and the control plane over sessions.
+
+``open_runtime`` starts the store, the completion registry and the event bus
+in a system nursery, and hands out :class:`Session` handles.  Leaving it is
+not a stop (DESIGN section 3): executor loops stop taking turns, turns in
+flight get ``shutdown_grace`` seconds to commit and are then cancelled (their
+inputs requeued without an attempt), queued inputs stay ``QUEUED``, and
+pending ``wait`` calls raise :class:`RuntimeClosed`.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import uuid
+from collections.abc import AsyncIterator, Callable, Collection
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+
+from ._errors import (
+    ActorStopped,
+    InputRejected,
+    RuntimeClosed,
+    RuntimeCrashed,
+    SessionNotFound,
+)
+from ._events import EventBus, Subscription
+from ._model import (
+    Accepted,
+    Deduplicated,
+    DestroyReport,
+    Input,
+    InputRecord,
+    Limits,
+    Outcome,
+    Receipt,
+    RecoveryReport,
+    RecycleReport,
+    ResetReport,
+    RetireReport,
+    SessionCore,
+    SessionOp,
+    SessionRecord,
+    SessionState,
+    StopReport,
+    StoredSession,
+    check_session_id,
+    recover_step,
+)
+from .actors._actor import ActorRef, spawn
+from .actors._messages import (
+    Attach,
+    Detach,
+    Operate,
+    Read,
+    Recover,
+    Recycle,
+    Submit,
+    Wait,
+)
+from .actors._registry import CloseAll, CompletionRegistry, Unregister, Waiter
+from .actors._session import SessionActor, SessionStats
+from .store import MemoryStore, Store
+from .supervision._loop import LoopOptions
+from .supervision._policy import Backoff, RestartPolicy
+
+__all__ = ["Runtime", "RuntimeStats", "Session", "open_runtime"]
+
+
+@attrs.frozen(kw_only=True)
+class RuntimeStats:
+    """A snapshot of the runtime."""
+
+    sessions_open: int
+    sessions_active: int
+    """Sessions whose actor holds a task right now (the rest are passivated)."""
+    waiters: int
+    registry_mailbox_depth: int
+
+
+class Session:
+    """A handle on one open session.  Every method asks the session actor."""
+
+    __slots__ = ("id", "_ref", "_runtime")
+
+    def __init__(self, session_id: str, ref: ActorRef[SessionActor], runtime: Runtime) -> None:
+        self.id = session_id
+        self._ref = ref
+        self._runtime = runtime
+
+    def __repr__(self) -> str:
+        return f"<Session {self.id!r}>"
+
+    async def _ask(self, message: Any) -> Any:
+        self._runtime._check_open()
+        try:
+            return await self._ref.ask(message)
+        except ActorStopped:
+            raise RuntimeClosed("the runtime is closed") from None
+
+    async def submit(self, input_or_payload: Any, **input_fields: Any) -> Accepted | Deduplicated:
+        """Submit an :class:`Input` (or a payload plus ``Input`` fields).
+
+        Returns once the input is durable (``Accepted``), or the idempotency key
+        was seen before (``Deduplicated``).
+
+        Raises:
+            InputRejected, NotReady, SessionDestroyed, Overloaded, StoreError.
+        """
+        inp = _as_input(input_or_payload, input_fields)
+        return await self._ask(Submit(inp))  # type: ignore[no-any-return]
+
+    async def wait(self, input_id: str, *, timeout: float | None = None) -> Outcome:
+        """Wait for the outcome of ``input_id``: ``Completed``, ``Abandoned``
+        or ``Superseded``.  A terminal input answers at once.
+
+        Raises:
+            InputNotFound: the session never had that input.
+            WaitTimeout: not terminal within ``timeout`` seconds.
+            RuntimeClosed: the runtime was left while waiting.
+        """
+        if not isinstance(input_id, str):
+            raise InputRejected("input_id must be a str")
+        answer = await self._ask(Wait(input_id))
+        if not isinstance(answer, Waiter):
+            return answer  # type: ignore[no-any-return]
+        try:
+            return await answer.wait(timeout)
+        finally:
+            if not answer.event.is_set():
+                with trio.CancelScope(shield=True):
+                    try:
+                        await self._runtime._registry.tell(Unregister(answer))
+                    except ActorStopped:
+                        pass
+
+    async def ask(
+        self, input_or_payload: Any, *, timeout: float | None = None, **input_fields: Any
+    ) -> Outcome:
+        """``submit`` then ``wait`` for the input's outcome."""
+        ack = await self.submit(input_or_payload, **input_fields)
+        return await self.wait(ack.input_id, timeout=timeout)
+
+    async def attach(
+        self,
+        executor: Any,
+        *,
+        restart: RestartPolicy | None = None,
+        retry: Backoff | None = None,
+        turn_timeout: float | None = None,
+        max_batch: int = 1,
+    ) -> None:
+        """Attach an executor: a loop starts running the session's turns.
+
+        Args:
+            executor: ``async def executor(turn)``, an object with an async
+                ``run(turn)``, or a plain function (hosted on a thread).
+            restart: how the loop is restarted after a crash.
+            retry: delay before the next turn after a failed run.
+            turn_timeout: a turn running longer is a crash.
+            max_batch: how many ``QUEUE`` inputs one turn may take.
+
+        Raises:
+            NotReady: already attached.  SessionDestroyed.  InputRejected: bad arguments.
+        """
+        try:
+            options = LoopOptions(
+                restart=restart if restart is not None else RestartPolicy(),
+                retry=retry,
+                turn_timeout=turn_timeout,
+                max_batch=max_batch,
+            )
+        except (TypeError, ValueError) as exc:
+            raise InputRejected(str(exc)) from None
+        from ._turn import as_executor
+
+        as_executor(executor)  # reject non-executors before anything changes
+        await self._ask(Attach(executor, options))
+
+    async def detach(self, *, cancel: bool = False) -> None:
+        """Detach the executor.  A running turn is first allowed to commit,
+        or with ``cancel=True`` cancelled and its inputs requeued."""
+        exited = await self._ask(Detach(cancel))
+        if exited is not None:
+            await exited.wait()
+
+    async def state(self) -> SessionState:
+        return await self._ask(Read("state"))  # type: ignore[no-any-return]
+
+    async def input(self, input_id: str) -> InputRecord | None:
+        """The record of one input (with its history), or ``None``."""
+        return await self._ask(Read("input", (input_id,)))  # type: ignore[no-any-return]
+
+    async def snapshot(self) -> Any:
+        """The committed snapshot value (JSON), or ``None``."""
+        return await self._ask(Read("snapshot"))
+
+    async def receipt(self, run_id: str, sequence: int) -> Receipt | None:
+        """The receipt of boundary ``sequence`` of run ``run_id``, or ``None``."""
+        return await self._ask(Read("receipt", (run_id, sequence)))  # type: ignore[no-any-return]
+
+    async def stats(self) -> SessionStats:
+        return await self._ask(Read("stats"))  # type: ignore[no-any-return]
+
+    async def retire(self) -> RetireReport:
+        """No new input; an attached executor drains the queue, else the
+        queued inputs are abandoned (``RETIRED``)."""
+        return await self._ask(Operate(SessionOp.RETIRE))  # type: ignore[no-any-return]
+
+    async def reset(self) -> ResetReport:
+        """Abandon every non-terminal input (``RESET``); keeps the snapshot."""
+        return await self._ask(Operate(SessionOp.RESET))  # type: ignore[no-any-return]
+
+    async def recycle(self) -> RecycleReport:
+        """Rebuild the in-memory state from the store, keeping work and waiters."""
+        return await self._ask(Recycle())  # type: ignore[no-any-return]
+
+    async def stop(self) -> StopReport:
+        """Cancel a running turn, detach, abandon all (``STOPPED``)."""
+        return await self._ask(Operate(SessionOp.STOP))  # type: ignore[no-any-return]
+
+    async def destroy(self) -> DestroyReport:
+        """Cancel, abandon all (``DESTROYED``); records stay readable."""
+        return await self._ask(Operate(SessionOp.DESTROY))  # type: ignore[no-any-return]
+
+    async def recover(self) -> RecoveryReport:
+        """Apply the recovery rules to the stored state (DESIGN section 7)."""
+        return await self._ask(Recover())  # type: ignore[no-any-return]
+
+
+def _as_input(value: Any, fields: dict[str, Any]) -> Input:
+    if isinstance(value, Input):
+        if value.input_id is not None:
+            raise InputRejected("input_id is set by the runtime")
+        if fields:
+            try:
+                return attrs.evolve(value, **fields)
+            except TypeError as exc:
+                raise InputRejected(str(exc)) from None
+        return value
+    try:
+        return Input(value, **fields)
+    except TypeError as exc:
+        raise InputRejected(str(exc)) from None
+
+
+class Runtime:
+    """Hosts sessions.  Get one from :func:`open_runtime`."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        nursery: trio.Nursery,
+        loop_nursery: trio.Nursery,
+        registry: ActorRef[CompletionRegistry],
+        bus: EventBus,
+        limits: Limits,
+        new_id: Callable[[], str],
+        rng: random.Random,
+    ) -> None:
+        self.store = store
+        self._nursery = nursery
+        self._loop_nursery = loop_nursery
+        self._registry = registry
+        self._bus = bus
+        self.limits = limits
+        self._new_id = new_id
+        self._rng = rng
+        self._sessions: dict[str, Session] = {}
+        self._opening: dict[str, trio.Event] = {}
+        self.closed = False
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise RuntimeClosed("the runtime is closed")
+
+    async def open_session(self, session_id: str) -> Session:
+        """Create a session, or load (and recover) a persisted one.  Idempotent.
+
+        Raises:
+            InputRejected: a bad session id.  StoreError, RecoveryCorruption.
+        """
+        check_session_id(session_id)
+        self._check_open()
+        while True:
+            session = self._sessions.get(session_id)
+            if session is not None:
+                return session
+            opening = self._opening.get(session_id)
+            if opening is None:
+                break
+            await opening.wait()
+            self._check_open()
+        self._opening[session_id] = done = trio.Event()
+        try:
+            core = await self._load(session_id)
+            actor = SessionActor(
+                core,
+                store=self.store,
+                registry=self._registry,
+                bus=self._bus,
+                new_id=self._new_id,
+                loop_nursery=self._loop_nursery,
+                rng=self._rng,
+            )
+            ref = spawn(actor, self._nursery, name=f"session {session_id}")
+            actor.ref = ref
+            session = Session(session_id, ref, self)
+            self._sessions[session_id] = session
+            return session
+        finally:
+            del self._opening[session_id]
+            done.set()
+
+    async def _load(self, session_id: str) -> SessionCore:
+        import time
+
+        now = time.time()
+        stored = await self.store.load_session(session_id)
+        if stored is None:
+            record = SessionRecord(session_id=session_id, created_at=now, updated_at=now)
+            stored = StoredSession(record=record)
+            core = SessionCore(stored, self.limits)
+            from ._model import WriteSet
+
+            await self.store.commit(WriteSet(session_id=session_id, session=record))
+            return core
+        step = recover_step(stored, limits=self.limits, now=now)
+        core = SessionCore(stored, self.limits)
+        write_set = step.write_set(session_id)
+        if write_set is not None and step.records:
+            await self.store.commit(write_set)
+        core.apply(step)
+        return core
+
+    def session(self, session_id: str) -> Session:
+        """The handle of an open session.
+
+        Raises:
+            SessionNotFound: the session is not open in this runtime.
+        """
+        check_session_id(session_id)
+        try:
+            return self._sessions[session_id]
+        except KeyError:
+            raise SessionNotFound(f"session {session_id!r} is not open") from None
+
+    def sessions(self) -> list[Session]:
+        """Every open session, in the order they were opened."""
+        return list(self._sessions.values())
+
+    def events(
+        self, session_id: str | None = None, kinds: Collection[str] | None = None
+    ) -> Subscription:
+        """Subscribe to events (an async context manager and iterator).
+
+        The subscription starts when it is entered."""
+        return self._bus.subscribe(session_id, kinds)
+
+    async def stats(self) -> RuntimeStats:
+        await trio.lowlevel.checkpoint()
+        registry = self._registry.actor
+        return RuntimeStats(
+            sessions_open=len(self._sessions),
+            sessions_active=sum(1 for s in self._sessions.values() if s._ref.statistics().active),
+            waiters=registry.pending(),
+            registry_mailbox_depth=self._registry.statistics().mailbox_depth,
+        )
+
+    async def _shutdown(self, grace: float) -> None:
+        loops = [
+            s._ref.actor.loop for s in self._sessions.values() if s._ref.actor.loop is not None
+        ]
+        for loop in loops:
+            loop.stop()
+        with trio.move_on_after(grace):
+            for loop in loops:
+                await loop.exited.wait()
+        for loop in loops:
+            loop.stop(cancel=True)
+        for loop in loops:
+            await loop.exited.wait()
+        self.closed = True
+        await self._registry.tell(CloseAll())
+        await self._registry.wait_idle()
+        for session in self._sessions.values():
+            session._ref.stop()
+        for session in self._sessions.values():
+            await session._ref.wait_idle()
+        self._registry.stop()
+        self._bus.close()
+
+
+def _default_ids() -> Callable[[], str]:
+    return lambda: uuid.uuid4().hex
+
+
+@asynccontextmanager
+async def open_runtime(
+    store: Store | str | os.PathLike[str] | None = None,
+    *,
+    shutdown_grace: float = 0.0,
+    max_payload_bytes: int = 1 << 20,
+    max_queued: int = 10_000,
+    max_attempts: int = 3,
+    event_buffer: int = 1024,
+    seed: int | None = None,
+    id_factory: Callable[[], str] | None = None,
+) -> AsyncIterator[Runtime]:
+    """Open a runtime over ``store``.
+
+    Args:
+        store: a :class:`Store`; ``None`` for a :class:`MemoryStore`; a path
+            for the SQLite store.
+        shutdown_grace: seconds turns in flight get to commit when the
+            runtime is left, before they are cancelled and requeued.
+        max_payload_bytes: limit on an input payload's UTF-8 JSON size.
+        max_queued: limit on non-terminal inputs per session.
+        max_attempts: runs an input may fail before it is abandoned.
+        event_buffer: events buffered per subscriber before it lags.
+        seed: seeds the random source of backoff jitter.
+        id_factory: makes input and run ids (default: random UUID hex).
+
+    An exception raised in the body propagates unchanged.
+
+    Raises:
+        RuntimeCrashed: a runtime-wide actor crashed.
+        InputRejected: bad arguments.  StoreError: the store could not open.
+    """
+    try:
+        limits = Limits(
+            max_payload_bytes=max_payload_bytes, max_queued=max_queued, max_attempts=max_attempts
+        )
+    except (TypeError, ValueError) as exc:
+        raise InputRejected(str(exc)) from None
+    if not isinstance(shutdown_grace, (int, float)) or shutdown_grace < 0:
+        raise InputRejected("shutdown_grace must be a number >= 0")
+    if store is None:
+        store = MemoryStore()
+    elif isinstance(store, (str, os.PathLike, Path)):
+        raise InputRejected("the SQLite store is not available in this release")
+    elif not isinstance(store, Store):
+        raise InputRejected(f"not a store: {store!r}")
+    body_error: BaseException | None = None
+    try:
+        async with trio.open_nursery() as system:
+            await store.start(system)
+            registry = spawn(CompletionRegistry(), system, name="completion registry")
+            async with trio.open_nursery() as loops:
+                runtime = Runtime(
+                    store=store,
+                    nursery=system,
+                    loop_nursery=loops,
+                    registry=registry,
+                    bus=EventBus(event_buffer),
+                    limits=limits,
+                    new_id=id_factory or _default_ids(),
+                    rng=random.Random(seed),
+                )
+                try:
+                    yield runtime
+                except BaseException as exc:
+                    body_error = exc
+                with trio.CancelScope(shield=isinstance(body_error, trio.Cancelled)):
+                    await runtime._shutdown(shutdown_grace)
+            await store.aclose()
+            system.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        internal = _without(group, body_error)
+        if internal is not None:
+            raise RuntimeCrashed(f"the runtime crashed: {internal!r}") from internal
+    if body_error is not None:
+        raise body_error
+
+
+def _without(group: BaseExceptionGroup[Any], error: BaseException | None) -> BaseException | None:
+    """The part of ``group`` that is not ``error`` (or cancellation)."""
+    rest = group.subgroup(lambda e: e is not error and not isinstance(e, trio.Cancelled))
+    if rest is None:
+        return None
+    flat = [e for e in _leaves(rest)]
+    return flat[0] if len(flat) == 1 else rest
+
+
+def _leaves(group: BaseExceptionGroup[Any]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            out.extend(_leaves(exc))
+        else:
+            out.append(exc)
+    return out
+

@@ -1,0 +1,138 @@
+"""An in-memory store with the same semantics as the SQLite store, minus the disk."""
+
+from __future__ import annotations
+
+import trio
+
+from .._errors import StoreError
+from .._model import (
+    InputRecord,
+    OutboxMessage,
+    Receipt,
+    SessionRecord,
+    StoredSession,
+    WriteSet,
+    check_version,
+)
+
+__all__ = ["MemoryStore"]
+
+
+class _Stored:
+    __slots__ = ("record", "snapshot_json", "revision", "inputs", "keys")
+
+    def __init__(self, record: SessionRecord) -> None:
+        self.record = record
+        self.snapshot_json: str | None = None
+        self.revision = 0
+        self.inputs: dict[str, InputRecord] = {}
+        self.keys: dict[str, str] = {}
+
+
+class MemoryStore:
+    """Keeps every record in memory; each ``commit`` is atomic.
+
+    Useful for tests and for daemons that need no durability.  A
+    ``MemoryStore`` may be handed to several runtimes in turn (never at once)
+    to simulate a restart: records survive, in-memory session state does not.
+    """
+
+    def __init__(self) -> None:
+        self._sessions: dict[str, _Stored] = {}
+        self._receipts: dict[tuple[str, str, int], Receipt] = {}
+        self.outbox: list[OutboxMessage] = []
+        self._closed = False
+        self.commits = 0
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        self._closed = False
+
+    async def aclose(self) -> None:
+        self._closed = True
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError("store is closed")
+
+    async def load_session(self, session_id: str) -> StoredSession | None:
+        await trio.lowlevel.checkpoint()
+        self._check_open()
+        stored = self._sessions.get(session_id)
+        if stored is None:
+            return None
+        check_version("session", stored.record.version)
+        active = []
+        for record in stored.inputs.values():
+            check_version("input", record.version)
+            if not record.state.terminal:
+                active.append(record)
+        active.sort(key=lambda r: r.seq)
+        receipts = frozenset(
+            (r.run_id, r.boundary)
+            for r in active
+            if r.run_id is not None
+            and r.boundary is not None
+            and (session_id, r.run_id, r.boundary) in self._receipts
+        )
+        return StoredSession(
+            record=stored.record,
+            snapshot_json=stored.snapshot_json,
+            snapshot_revision=stored.revision,
+            inputs=tuple(active),
+            idempotency=dict(stored.keys),
+            receipts=receipts,  # type: ignore[arg-type]
+        )
+
+    async def commit(self, write_set: WriteSet) -> None:
+        await trio.lowlevel.checkpoint()
+        self._check_open()
+        sid = write_set.session_id
+        stored = self._sessions.get(sid)
+        if stored is None and write_set.session is None:
+            raise StoreError(f"session {sid!r} has no lifecycle record")
+        # Validate everything before changing anything: the commit is atomic.
+        snapshot = write_set.snapshot
+        revision = stored.revision if stored is not None else 0
+        if snapshot is not None and snapshot.expected_revision != revision:
+            raise StoreError(
+                f"snapshot of {sid!r} is at revision {revision}, "
+                f"expected {snapshot.expected_revision}"
+            )
+        receipt = write_set.receipt
+        if receipt is not None and (sid, receipt.run_id, receipt.sequence) in self._receipts:
+            raise StoreError(f"receipt {receipt.run_id}/{receipt.sequence} of {sid!r} exists")
+        if stored is None:
+            assert write_set.session is not None
+            stored = self._sessions[sid] = _Stored(write_set.session)
+        if write_set.session is not None:
+            stored.record = write_set.session
+        for record in write_set.inputs:
+            stored.inputs[record.input_id] = record
+            if record.idempotency_key is not None:
+                stored.keys[record.idempotency_key] = record.input_id
+        if snapshot is not None:
+            stored.snapshot_json = snapshot.value_json
+            stored.revision = snapshot.revision
+        if receipt is not None:
+            self._receipts[sid, receipt.run_id, receipt.sequence] = receipt
+        self.outbox.extend(write_set.messages)
+        self.commits += 1
+
+    async def load_input(self, session_id: str, input_id: str) -> InputRecord | None:
+        await trio.lowlevel.checkpoint()
+        self._check_open()
+        stored = self._sessions.get(session_id)
+        record = stored.inputs.get(input_id) if stored is not None else None
+        if record is not None:
+            check_version("input", record.version)
+        return record
+
+    async def load_receipt(self, session_id: str, run_id: str, sequence: int) -> Receipt | None:
+        await trio.lowlevel.checkpoint()
+        self._check_open()
+        return self._receipts.get((session_id, run_id, sequence))
+
+    async def list_sessions(self) -> list[str]:
+        await trio.lowlevel.checkpoint()
+        self._check_open()
+        return list(self._sessions)

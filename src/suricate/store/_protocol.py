@@ -1,0 +1,48 @@
+"""The Store protocol: what the runtime needs from persistence.
+
+A store commits one :class:`~suricate._model.WriteSet` per ``commit`` call,
+atomically: all of it or nothing (DESIGN section 6).  It may batch concurrent
+write-sets internally, but a failing write-set must fail alone.  Snapshot
+writes are compare-and-swap on the stored revision; a receipt is unique per
+``(session, run, sequence)``.  Any failure is raised as :class:`StoreError`.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import trio
+
+from .._model import InputRecord, Receipt, StoredSession, WriteSet
+
+__all__ = ["Store"]
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Persistence for sessions.  Every method may raise ``StoreError``."""
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        """Open the store; background tasks, if any, run in ``nursery``."""
+
+    async def aclose(self) -> None:
+        """Close the store; later calls raise ``StoreError``."""
+
+    async def load_session(self, session_id: str) -> StoredSession | None:
+        """The stored session, or ``None`` if it was never created.
+
+        Raises:
+            RecoveryCorruption: a record has an unknown version.
+        """
+
+    async def commit(self, write_set: WriteSet) -> None:
+        """Commit ``write_set`` atomically; return only once it is durable."""
+
+    async def load_input(self, session_id: str, input_id: str) -> InputRecord | None:
+        """One input record, terminal or not."""
+
+    async def load_receipt(self, session_id: str, run_id: str, sequence: int) -> Receipt | None:
+        """The receipt of one boundary of a run."""
+
+    async def list_sessions(self) -> list[str]:
+        """The ids of every stored session."""

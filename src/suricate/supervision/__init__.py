@@ -1,0 +1,26 @@
+"""Supervision: restart policies and the supervised executor loop."""
+
+from ._loop import ExecutorLoop, LoopOptions
+from ._policy import (
+    Backoff,
+    Restart,
+    RestartPolicy,
+    Strategy,
+    may_restart,
+    next_delay,
+    restarts_in_window,
+)
+from ._thread import ThreadExecutor
+
+__all__ = [
+    "Backoff",
+    "ExecutorLoop",
+    "LoopOptions",
+    "Restart",
+    "RestartPolicy",
+    "Strategy",
+    "ThreadExecutor",
+    "may_restart",
+    "next_delay",
+    "restarts_in_window",
+]

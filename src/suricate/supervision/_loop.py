@@ -1,0 +1,289 @@
+"""The executor loop of one session, and the supervision of that loop.
+
+Theory of operation
+-------------------
+The loop asks its session actor for the next turn (``TakeTurn``).  The actor
+stages the turn's inputs durably and answers with them, or answers ``None``
+when there is nothing to run; the loop then parks until the actor wakes it
+(a submit, a requeue): there is no polling.  The executor runs inside a
+cancel scope that the actor cancels for an ``INTERRUPT`` input, a
+``detach(cancel=True)``, a stop or a shutdown; a cancelled turn is reported
+with ``InterruptTurn`` and its inputs are requeued without an attempt.
+
+An ordinary exception from the executor is a failed run (``FailTurn``).  A
+crash is the loop dying: ``Fatal``, a turn past ``turn_timeout``, or any
+error escaping the loop.  The supervisor part of :meth:`ExecutorLoop.run`
+restarts the loop per its :class:`RestartPolicy` (intensity, backoff,
+restart type), or gives up, which stops the session (``GiveUp``).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import trio
+
+from .._errors import ActorStopped, NotReady, StoreError
+from .._model import UNCHANGED, decode_json
+from .._turn import ExecutorExit, Fatal, Turn, TurnResult, as_executor
+from ..actors._messages import (
+    STOP,
+    CheckpointTurn,
+    CommitTurn,
+    FailTurn,
+    GiveUp,
+    InterruptTurn,
+    LoopExited,
+    TakeTurn,
+    TurnStart,
+)
+from ._policy import Backoff, Restart, RestartPolicy, may_restart, next_delay
+
+if TYPE_CHECKING:
+    from ..actors._actor import ActorRef
+
+__all__ = ["ExecutorLoop", "LoopOptions", "TurnTimeout"]
+
+
+class TurnTimeout(Exception):
+    """A turn ran past ``turn_timeout``: a crash of the loop."""
+
+
+class _Exit(Exception):
+    """The executor raised ExecutorExit: a normal exit."""
+
+
+@attrs.frozen(kw_only=True)
+class LoopOptions:
+    """How a session's executor loop runs (the arguments of ``attach``)."""
+
+    restart: RestartPolicy = attrs.field(factory=RestartPolicy)
+    retry: Backoff | None = None
+    turn_timeout: float | None = attrs.field(
+        default=None,
+        validator=attrs.validators.optional(attrs.validators.gt(0)),
+    )
+    max_batch: int = attrs.field(default=1, validator=attrs.validators.ge(1))
+
+
+def describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class ExecutorLoop:
+    """Runs one session's turns, supervised by its restart policy."""
+
+    def __init__(
+        self,
+        *,
+        session: ActorRef[Any],
+        session_id: str,
+        executor: Any,
+        options: LoopOptions,
+        rng: random.Random,
+        emit: Callable[[str, Mapping[str, Any]], None],
+    ) -> None:
+        self.session = session
+        self.session_id = session_id
+        self.executor = executor
+        self.run_turn: Callable[[Turn], Awaitable[TurnResult | None]] = as_executor(executor)
+        self.options = options
+        self.rng = rng
+        self.emit = emit
+        self.exited = trio.Event()
+        self.stopping = False
+        self.restarts: list[float] = []
+        self.restart_count = 0
+        self.crashes = 0
+        self._pending = False
+        self._wake: trio.Event | None = None
+        self._turn_scope: trio.CancelScope | None = None
+        self._scope: trio.CancelScope | None = None
+        self._failures = 0
+
+    # -- called by the session actor (same trio thread, never blocking) ----------
+
+    def wake(self) -> None:
+        """New work may be ready."""
+        self._pending = True
+        if self._wake is not None:
+            self._wake.set()
+
+    def cancel_turn(self) -> None:
+        """Cancel the running turn, unless its commit has started."""
+        if self._turn_scope is not None:
+            self._turn_scope.cancel()
+
+    def stop(self, *, cancel: bool = False) -> None:
+        """Exit after the current turn (at once, with ``cancel``)."""
+        self.stopping = True
+        if cancel:
+            self.cancel_turn()
+        self.wake()
+
+    def kill(self) -> None:
+        """Cancel the loop outright (the session stopped or was destroyed)."""
+        self.stopping = True
+        if self._scope is not None:
+            self._scope.cancel()
+        self.wake()
+
+    # -- the loop ------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run and supervise the loop until it exits for good."""
+        policy = self.options.restart
+        try:
+            with trio.CancelScope() as self._scope:
+                while True:
+                    crash: Exception | None = None
+                    try:
+                        await self._serve()
+                        return  # detached, stopped or replaced: never restarted
+                    except _Exit:
+                        self.emit("supervisor.exited", {"reason": "executor exit"})
+                        if policy.restart is not Restart.PERMANENT:
+                            return
+                    except (ActorStopped, trio.Cancelled):
+                        raise
+                    except Exception as exc:  # a crash of the loop
+                        crash = exc
+                    if self.stopping:
+                        return
+                    if crash is not None:
+                        self.crashes += 1
+                        self.emit("supervisor.crashed", {"error": describe(crash)})
+                        if policy.restart is Restart.TEMPORARY:
+                            await self._give_up(f"executor crashed: {describe(crash)}")
+                            return
+                    now = trio.current_time()
+                    if not may_restart(policy, self.restarts, now):
+                        reason = (
+                            f"more than {policy.max_restarts} restarts within {policy.within} s"
+                            + (f"; last error: {describe(crash)}" if crash else "")
+                        )
+                        await self._give_up(reason)
+                        return
+                    delay = next_delay(policy, self.restarts, now, self.rng)
+                    if delay > 0:
+                        await trio.sleep(delay)
+                    if self.stopping:
+                        return
+                    self.restarts.append(trio.current_time())
+                    self.restart_count += 1
+                    self.emit("supervisor.restarted", {"delay": delay, "count": self.restart_count})
+        except ActorStopped:
+            pass
+        finally:
+            self._scope = None
+            with trio.CancelScope(shield=True):
+                try:
+                    await self.session.tell(LoopExited(self))
+                except ActorStopped:
+                    self.exited.set()
+
+    async def _give_up(self, reason: str) -> None:
+        self.emit("supervisor.gave_up", {"reason": reason})
+        self.stopping = True
+        await self.session.ask(GiveUp(self, reason))
+
+    async def _serve(self) -> None:
+        while not self.stopping:
+            self._pending = False
+            start = await self.session.ask(TakeTurn(self, self.options.max_batch))
+            if start is STOP:
+                return
+            if start is None:
+                if not self._pending and not self.stopping:
+                    self._wake = trio.Event()
+                    await self._wake.wait()
+                    self._wake = None
+                continue
+            await self._turn(start)
+
+    async def _turn(self, start: TurnStart) -> None:
+        run = start.run
+        inputs = [r.to_input() for r in start.inputs]
+        turn = Turn(
+            run_id=run.run_id,
+            session_id=self.session_id,
+            inputs=inputs,
+            snapshot=decode_json(start.snapshot_json),
+            attempt=max(r.attempt for r in start.inputs),
+            loop=self,
+        )
+        result: TurnResult | None = None
+        failure: Exception | None = None
+        exit_ = False
+        timeout = self.options.turn_timeout
+        with trio.CancelScope() as scope:
+            self._turn_scope = scope
+            try:
+                with trio.move_on_after(timeout if timeout is not None else float("inf")) as timer:
+                    result = await self.run_turn(turn)
+            except ExecutorExit:
+                exit_ = True
+            except Exception as exc:
+                failure = exc
+        self._turn_scope = None
+        if scope.cancelled_caught or exit_:
+            await self._ask_ignoring_stale(InterruptTurn(run.run_id))
+            if exit_:
+                raise _Exit
+            return
+        if timer.cancelled_caught:
+            replace = getattr(self.executor, "replace", None)
+            if replace is not None:
+                replace()
+            await self._ask_ignoring_stale(
+                FailTurn(run.run_id, f"turn exceeded turn_timeout of {timeout} s")
+            )
+            raise TurnTimeout(f"turn {run.run_id} exceeded turn_timeout of {timeout} s")
+        if failure is not None:
+            await self._ask_ignoring_stale(FailTurn(run.run_id, describe(failure)))
+            if isinstance(failure, Fatal):
+                raise failure
+            await self._retry_delay()
+            return
+        if result is not None and not isinstance(result, TurnResult):
+            error = f"executor returned {type(result).__name__}, not TurnResult or None"
+            await self._ask_ignoring_stale(FailTurn(run.run_id, error))
+            await self._retry_delay()
+            return
+        try:
+            committed = await self._ask_ignoring_stale(CommitTurn(run.run_id, result))
+        except StoreError as exc:
+            # The commit did not happen: the inputs are still staged, durably.
+            await self._ask_ignoring_stale(FailTurn(run.run_id, describe(exc)))
+            await self._retry_delay()
+            return
+        if committed is False:  # the result was rejected: a failed run
+            await self._retry_delay()
+        else:
+            self._failures = 0
+
+    async def _retry_delay(self) -> None:
+        self._failures += 1
+        retry = self.options.retry
+        if retry is not None:
+            delay = retry.delay(self._failures, self.rng)
+            if delay > 0:
+                await trio.sleep(delay)
+
+    async def _ask_ignoring_stale(self, message: Any) -> Any:
+        """Ask the session; a turn that is no longer current (the session was
+        stopped or destroyed meanwhile) is simply over."""
+        try:
+            return await self.session.ask(message)
+        except NotReady:
+            return None
+
+    async def checkpoint(
+        self, turn: Turn, *, snapshot: Any = UNCHANGED, results: Mapping[str, Any] | None = None
+    ) -> list[Any]:
+        records = await self.session.ask(CheckpointTurn(turn.run_id, snapshot, results))
+        return [r.to_input() for r in records]
