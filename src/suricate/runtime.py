@@ -134,7 +134,7 @@ class Session:
             if not answer.event.is_set():
                 with trio.CancelScope(shield=True):
                     try:
-                        await self._runtime._registry.tell(Unregister(answer))
+                        await self._runtime._registry.ask(Unregister(answer))
                     except ActorStopped:
                         pass
 

@@ -669,9 +669,7 @@ class SessionCore:
             raise refuse(state, rule, self.id)
         _check_stored(stored)
         record = attrs.evolve(stored.record, updated_at=now)
-        transferred = len(stored.inputs) + sum(
-            1 for r in self.active.values() if r.durability is Durability.EPHEMERAL
-        )
+        transferred = len(stored.inputs)
         return Step(
             session=record,
             lifecycle=True,

@@ -209,6 +209,8 @@ class SessionActor(Actor):
             return decode_json(self.core.snapshot_json)
         if what == "receipt":
             return await self.store.load_receipt(self.core.id, *message.args)
+        if what == "core":
+            return self.core
         if what == "stats":
             stats = self.ref.statistics() if self.ref is not None else None
             loop = self.loop

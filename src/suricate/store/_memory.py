@@ -35,6 +35,7 @@ class MemoryStore:
     Useful for tests and for daemons that need no durability.  A
     ``MemoryStore`` may be handed to several runtimes in turn (never at once)
     to simulate a restart: records survive, in-memory session state does not.
+    Once closed it refuses commits but still answers reads.
     """
 
     def __init__(self) -> None:
@@ -56,7 +57,6 @@ class MemoryStore:
 
     async def load_session(self, session_id: str) -> StoredSession | None:
         await trio.lowlevel.checkpoint()
-        self._check_open()
         stored = self._sessions.get(session_id)
         if stored is None:
             return None
@@ -120,7 +120,6 @@ class MemoryStore:
 
     async def load_input(self, session_id: str, input_id: str) -> InputRecord | None:
         await trio.lowlevel.checkpoint()
-        self._check_open()
         stored = self._sessions.get(session_id)
         record = stored.inputs.get(input_id) if stored is not None else None
         if record is not None:
@@ -129,10 +128,8 @@ class MemoryStore:
 
     async def load_receipt(self, session_id: str, run_id: str, sequence: int) -> Receipt | None:
         await trio.lowlevel.checkpoint()
-        self._check_open()
         return self._receipts.get((session_id, run_id, sequence))
 
     async def list_sessions(self) -> list[str]:
         await trio.lowlevel.checkpoint()
-        self._check_open()
         return list(self._sessions)
