@@ -826,7 +826,7 @@ def recover_step(stored: StoredSession, *, limits: Limits, now: float) -> Step:
     return Step(
         records=tuple(records),
         session=record,
-        lifecycle=bool(records),
+        lifecycle=True,
         run=None,
         events=_input_events(records),
         reply=report,

@@ -22,7 +22,6 @@ supervisor sees it.
 from __future__ import annotations
 
 import collections
-import math
 from typing import Any, Generic, TypeVar
 
 import attrs
@@ -189,8 +188,12 @@ class ActorRef(Generic[T]):
         """
         self._check()
         reply = _Reply()
-        deadline = math.inf if timeout is None else trio.current_time() + timeout
-        with trio.move_on_at(deadline):
+        if timeout is None:
+            if len(self._mail) >= self._capacity:
+                await self._wait_space()
+            self._put(message, reply)
+            return await reply.wait()
+        with trio.move_on_after(timeout):
             if len(self._mail) >= self._capacity:
                 await self._wait_space()
             self._put(message, reply)

@@ -1,0 +1,151 @@
+"""Checkpoint rollback: a failed commit leaves memory equal to the store."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+import trio
+
+import suricate
+from suricate import Completed, InputState, SessionState, TurnResult
+from suricate.store import MemoryStore
+from suricate.testing import FaultyStore, ScriptedExecutor, durable_view, memory_view
+
+
+@pytest.fixture
+async def faulty(ids) -> AsyncIterator[tuple[suricate.Runtime, FaultyStore]]:
+    store = FaultyStore(MemoryStore())
+    async with suricate.open_runtime(store, id_factory=ids) as rt:
+        yield rt, store
+
+
+async def _prepare(rt: suricate.Runtime, state: str) -> suricate.Session:
+    s = await rt.open_session("s")
+    await s.submit({"q": 1}, idempotency_key="k1")
+    await s.submit({"q": 2}, kind="k", supersession_key="same")
+    if state == "retired":
+        await s.retire()
+    elif state == "stopped":
+        await s.stop()
+    return s
+
+
+OPERATIONS: list[tuple[str, str, Callable[[suricate.Session], Awaitable[object]]]] = [
+    ("idle", "submit", lambda s: s.submit({"q": 3}, kind="k", supersession_key="same")),
+    ("idle", "retire", lambda s: s.retire()),
+    ("idle", "reset", lambda s: s.reset()),
+    ("idle", "recycle", lambda s: s.recycle()),
+    ("idle", "stop", lambda s: s.stop()),
+    ("idle", "destroy", lambda s: s.destroy()),
+    ("idle", "recover", lambda s: s.recover()),
+    ("retired", "reset", lambda s: s.reset()),
+    ("retired", "stop", lambda s: s.stop()),
+    ("stopped", "attach", lambda s: s.attach(ScriptedExecutor())),
+    ("stopped", "retire", lambda s: s.retire()),
+    ("stopped", "destroy", lambda s: s.destroy()),
+]
+
+
+@pytest.mark.parametrize(("state", "name", "operation"), OPERATIONS)
+async def test_a_failed_commit_rolls_every_operation_back(faulty, state, name, operation) -> None:
+    rt, store = faulty
+    s = await _prepare(rt, state)
+    before = await memory_view(s)
+    state_before = await s.state()
+    assert before == await durable_view(store, "s")
+    store.fail_next_commit()
+    with pytest.raises(suricate.StoreError):
+        await operation(s)
+    assert len(store.failed) == 1
+    assert await memory_view(s) == before
+    assert await durable_view(store, "s") == before
+    assert await s.state() is state_before
+    # The session still works once the store does.
+    assert await memory_view(s) == await durable_view(store, "s")
+
+
+async def test_a_custom_error_is_raised_as_given(faulty) -> None:
+    rt, store = faulty
+    s = await rt.open_session("s")
+    store.fail_next_commit(suricate.StoreError("disk full"))
+    with pytest.raises(suricate.StoreError, match="disk full"):
+        await s.submit({"x": 1})
+    assert await s.submit({"x": 1}, idempotency_key="fresh")
+
+
+async def test_a_failed_turn_commit_requeues_and_the_retry_commits_once(faulty) -> None:
+    rt, store = faulty
+    s = await rt.open_session("s")
+    armed = {"on": True}
+    store.fail_commit_if(lambda ws: armed["on"] and ws.receipt is not None)
+    ex = ScriptedExecutor(result=lambda t: TurnResult(snapshot={"n": len(ex.turns)}, result="ok"))
+
+    def disarm_after_first(turn: suricate.Turn) -> TurnResult:
+        armed["on"] = False
+        return TurnResult(snapshot={"turns": 2}, result="ok")
+
+    ex.result = lambda turn: (
+        TurnResult(snapshot={"turns": 1}, result="first") if len(ex.turns) == 1 else disarm_after_first(turn)
+    )
+    await s.attach(ex)
+    with trio.fail_after(5):
+        outcome = await s.ask({"x": 1})
+    assert outcome == Completed(input_id=outcome.input_id, result="ok")
+    assert len(ex.turns) == 2 and [t.attempt for t in ex.turns] == [1, 2]
+    assert await s.snapshot() == {"turns": 2}
+    record = await s.input(outcome.input_id)
+    assert record.state is InputState.CONSUMED and record.attempt == 2
+    receipts = [ws.receipt for ws in store.committed if ws.receipt is not None]
+    assert [r.input_ids for r in receipts] == [(outcome.input_id,)]
+    assert await memory_view(s) == await durable_view(store, "s")
+
+
+async def test_turn_commits_that_always_fail_abandon_the_input_with_the_store_error(faulty) -> None:
+    rt, store = faulty
+    s = await rt.open_session("s")
+    store.fail_commit_if(lambda ws: ws.receipt is not None, suricate.StoreError("read-only"))
+    await s.attach(ScriptedExecutor())
+    with trio.fail_after(5):
+        outcome = await s.ask({"x": 1})
+    assert isinstance(outcome, suricate.Abandoned)
+    assert outcome.reason is suricate.AbandonReason.MAX_ATTEMPTS
+    assert "read-only" in (outcome.error or "")
+    assert await memory_view(s) == await durable_view(store, "s")
+    assert await s.snapshot() is None
+
+
+async def test_a_failed_staging_commit_crashes_the_loop_which_restarts_and_completes(faulty) -> None:
+    rt, store = faulty
+    s = await rt.open_session("s")
+    ack = await s.submit({"x": 1})
+    store.fail_next_commit()
+    ex = ScriptedExecutor()
+    await s.attach(ex)
+    with trio.fail_after(5):
+        assert isinstance(await s.wait(ack.input_id), Completed)
+    assert (await s.stats()).restarts == 1
+    assert [t.attempt for t in ex.turns] == [1]
+    assert await memory_view(s) == await durable_view(store, "s")
+
+
+async def test_a_failed_checkpoint_is_a_failed_run_and_memory_equals_store(faulty) -> None:
+    rt, store = faulty
+    s = await rt.open_session("s")
+    calls = []
+
+    async def executor(turn: suricate.Turn) -> TurnResult:
+        calls.append(turn.attempt)
+        if turn.attempt == 1:
+            store.fail_next_commit()
+        await turn.checkpoint(snapshot={"a": turn.attempt})
+        return TurnResult(result="done")
+
+    await s.attach(executor)
+    with trio.fail_after(5):
+        outcome = await s.ask({"x": 1})
+    assert isinstance(outcome, Completed)
+    assert calls == [1, 2]
+    assert await s.snapshot() == {"a": 2}
+    assert await memory_view(s) == await durable_view(store, "s")
+    assert await s.state() is SessionState.ATTACHED
