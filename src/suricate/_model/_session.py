@@ -748,8 +748,8 @@ class SessionCore:
         for lane in self._lanes:
             while lane:
                 order, input_id = lane[0]
-                record = self.active.get(input_id)
-                if record is not None and record.state is InputState.QUEUED and record.order == order:
+                head = self.active.get(input_id)
+                if head is not None and head.state is InputState.QUEUED and head.order == order:
                     break
                 lane.popleft()
 
@@ -815,8 +815,8 @@ def recover_step(stored: StoredSession, *, limits: Limits, now: float) -> Step:
             kept.append(back)
             requeued += 1
             details.append(f"{record.input_id}: interrupted run, requeued")
-    record = attrs.evolve(stored.record, next_order=next_order, updated_at=now)
-    reload = attrs.evolve(stored, record=record, inputs=tuple(kept))
+    lifecycle = attrs.evolve(stored.record, next_order=next_order, updated_at=now)
+    reload = attrs.evolve(stored, record=lifecycle, inputs=tuple(kept))
     report = RecoveryReport(
         inputs_recovered=len(stored.inputs),
         inputs_requeued=requeued,
@@ -825,7 +825,7 @@ def recover_step(stored: StoredSession, *, limits: Limits, now: float) -> Step:
     )
     return Step(
         records=tuple(records),
-        session=record,
+        session=lifecycle,
         lifecycle=True,
         run=None,
         events=_input_events(records),

@@ -299,7 +299,8 @@ class SessionActor(Actor):
             await self._commit(step)
             return None
         loop.stop(cancel=message.cancel)
-        return loop.exited
+        exited: trio.Event = loop.exited
+        return exited
 
     async def _loop_exited(self, message: LoopExited) -> None:
         loop = message.loop

@@ -80,7 +80,7 @@ class MemoryStore:
             snapshot_revision=stored.revision,
             inputs=tuple(active),
             idempotency=dict(stored.keys),
-            receipts=receipts,  # type: ignore[arg-type]
+            receipts=receipts,
         )
 
     async def commit(self, write_set: WriteSet) -> None:
