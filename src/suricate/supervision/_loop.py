@@ -236,7 +236,8 @@ class ExecutorLoop:
                 raise _Exit
             return
         if timer.cancelled_caught:
-            replace = getattr(self.executor, "replace", None)
+            # A thread-hosted executor gets a fresh thread; the stuck one is abandoned.
+            replace = getattr(getattr(self.run_turn, "__self__", self.executor), "replace", None)
             if replace is not None:
                 replace()
             await self._ask_ignoring_stale(

@@ -1,0 +1,181 @@
+"""The supervised executor loop: crashes, restarts, giving up, thread-hosted executors."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import trio
+
+import suricate
+from suricate import (
+    AbandonReason,
+    Abandoned,
+    Backoff,
+    Completed,
+    Restart,
+    RestartPolicy,
+    SessionState,
+    TurnResult,
+)
+from suricate.testing import ScriptedExecutor
+
+
+async def test_fatal_crashes_the_loop_which_restarts_after_its_backoff(rt, autojump_clock) -> None:
+    s = await rt.open_session("s")
+    ex = ScriptedExecutor(fail_times=2, error=suricate.Fatal("bad state"))
+    policy = RestartPolicy(max_restarts=5, within=100, backoff=Backoff(initial=1, multiplier=2))
+    async with rt.events(session_id="s", kinds={"supervisor.restarted"}) as events:
+        await s.attach(ex, restart=policy)
+        start = trio.current_time()
+        with trio.fail_after(50):
+            outcome = await s.ask({"x": 1})
+        delays = [(await events.__anext__()).data["delay"] for _ in range(2)]
+    assert isinstance(outcome, Completed)
+    assert delays == [1, 2]
+    assert trio.current_time() - start == pytest.approx(3)
+    assert [t.attempt for t in ex.turns] == [1, 2, 3]
+    stats = await s.stats()
+    assert (stats.restarts, stats.crashes) == (2, 2)
+
+
+async def test_too_many_crashes_give_up_and_stop_the_session(rt, autojump_clock) -> None:
+    s = await rt.open_session("s")
+    ex = ScriptedExecutor(fail_times=100, error=suricate.Fatal("always"))
+    await s.attach(ex, restart=RestartPolicy(max_restarts=1, within=10))
+    other = await rt.open_session("other")
+    await other.attach(ScriptedExecutor())
+    async with rt.events(session_id="s", kinds={"supervisor.gave_up"}) as events:
+        first = await s.submit({"x": 1})
+        second = await s.submit({"x": 2})
+        with trio.fail_after(50):
+            gave_up = await events.__anext__()
+            out1 = await s.wait(first.input_id)
+            out2 = await s.wait(second.input_id)
+    assert "more than 1 restarts" in gave_up.data["reason"]
+    assert await s.state() is SessionState.STOPPED
+    assert out1 == Abandoned(
+        input_id=first.input_id, reason=AbandonReason.STOPPED, error="Fatal: always"
+    )
+    assert out2 == Abandoned(
+        input_id=second.input_id, reason=AbandonReason.STOPPED, error="Fatal: always"
+    )
+    # Another session is untouched, and attach revives the stopped one.
+    with trio.fail_after(5):
+        assert isinstance(await other.ask({"y": 1}), Completed)
+        await s.attach(ScriptedExecutor())
+        assert isinstance(await s.ask({"z": 1}), Completed)
+
+
+async def test_a_poison_input_is_abandoned_after_max_attempts_crashes(rt, autojump_clock) -> None:
+    s = await rt.open_session("s")
+
+    async def executor(turn: suricate.Turn) -> TurnResult:
+        if turn.inputs[0].payload == "poison":
+            raise suricate.Fatal("poisoned")
+        return TurnResult(result="ok")
+
+    await s.attach(executor, restart=RestartPolicy(max_restarts=10, within=1))
+    poison = await s.submit("poison")
+    after = await s.submit("fine")
+    with trio.fail_after(50):
+        assert (await s.wait(poison.input_id)).reason is AbandonReason.MAX_ATTEMPTS
+        assert isinstance(await s.wait(after.input_id), Completed)
+
+
+async def test_a_turn_past_its_timeout_is_a_crash(rt, autojump_clock) -> None:
+    s = await rt.open_session("s")
+    calls = []
+
+    async def executor(turn: suricate.Turn) -> TurnResult:
+        calls.append(turn.attempt)
+        if turn.attempt == 1:
+            await trio.sleep_forever()
+        return TurnResult(result="second time")
+
+    await s.attach(executor, turn_timeout=2)
+    with trio.fail_after(50):
+        outcome = await s.ask({"x": 1})
+    assert outcome == Completed(input_id=outcome.input_id, result="second time")
+    assert calls == [1, 2]
+    assert (await s.stats()).crashes == 1
+
+
+@pytest.mark.parametrize(
+    ("restart", "restarted"),
+    [(Restart.PERMANENT, True), (Restart.TRANSIENT, False), (Restart.TEMPORARY, False)],
+)
+async def test_executor_exit_restarts_only_permanent_loops(rt, restart, restarted) -> None:
+    s = await rt.open_session("s")
+    seen = []
+
+    async def executor(turn: suricate.Turn) -> TurnResult:
+        seen.append(turn.attempt)
+        if len(seen) == 1:
+            raise suricate.ExecutorExit
+        return TurnResult(result="ok")
+
+    await s.attach(executor, restart=RestartPolicy(restart=restart))
+    ack = await s.submit({"x": 1})
+    with trio.fail_after(5):
+        if restarted:
+            assert isinstance(await s.wait(ack.input_id), Completed)
+            assert seen == [1, 1]
+        else:
+            while (await s.state()) is not SessionState.IDLE:
+                await trio.sleep(0.001)
+            record = await s.input(ack.input_id)
+            assert record.state is suricate.InputState.QUEUED and record.attempt == 0
+
+
+async def test_a_plain_function_runs_on_its_own_thread() -> None:
+    main = threading.get_ident()
+    threads = []
+
+    def blocking(turn: suricate.Turn) -> TurnResult:
+        threads.append(threading.get_ident())
+        return TurnResult(result=turn.inputs[0].payload * 2)
+
+    async with suricate.open_runtime() as rt:
+        s = await rt.open_session("s")
+        await s.attach(blocking)
+        with trio.fail_after(10):
+            outcomes = [await s.ask(i) for i in range(3)]
+    assert [o.result for o in outcomes] == [0, 2, 4]
+    assert threads and all(t != main for t in threads)
+
+
+async def test_a_thread_executor_that_raises_fails_the_run() -> None:
+    def blocking(turn: suricate.Turn) -> TurnResult:
+        if turn.attempt < 2:
+            raise KeyError("missing")
+        return TurnResult(result="ok")
+
+    async with suricate.open_runtime() as rt:
+        s = await rt.open_session("s")
+        await s.attach(suricate.ThreadExecutor(blocking))
+        with trio.fail_after(10):
+            outcome = await s.ask("x")
+    assert outcome == Completed(input_id=outcome.input_id, result="ok")
+
+
+async def test_a_stuck_thread_is_replaced_on_timeout() -> None:
+    release = threading.Event()
+    threads = []
+
+    def blocking(turn: suricate.Turn) -> TurnResult:
+        threads.append(threading.current_thread())
+        if turn.attempt == 1:
+            release.wait(30)
+        return TurnResult(result="fresh thread")
+
+    try:
+        async with suricate.open_runtime() as rt:
+            s = await rt.open_session("s")
+            await s.attach(blocking, turn_timeout=0.2)
+            with trio.fail_after(10):
+                outcome = await s.ask("x")
+    finally:
+        release.set()
+    assert outcome.result == "fresh thread"
+    assert len(threads) == 2 and threads[0] is not threads[1]
