@@ -64,7 +64,7 @@ from .actors._messages import (
 )
 from .actors._registry import CloseAll, CompletionRegistry, Unregister, Waiter
 from .actors._session import SessionActor, SessionStats
-from .store import MemoryStore, Store
+from .store import MemoryStore, SqliteStore, Store
 from .supervision._loop import LoopOptions
 from .supervision._policy import Backoff, RestartPolicy
 
@@ -443,13 +443,19 @@ async def open_runtime(
     if store is None:
         store = MemoryStore()
     elif isinstance(store, (str, os.PathLike, Path)):
-        raise InputRejected("the SQLite store is not available in this release")
+        store = SqliteStore(store)
     elif not isinstance(store, Store):
         raise InputRejected(f"not a store: {store!r}")
     body_error: BaseException | None = None
     try:
         async with trio.open_nursery() as system:
-            await store.start(system)
+            try:
+                await store.start(system)
+            except Exception as exc:
+                # Opening errors are the caller's to see, as they are.
+                body_error = exc
+                system.cancel_scope.cancel()
+                raise
             registry = spawn(CompletionRegistry(), system, name="completion registry")
             async with trio.open_nursery() as loops:
                 runtime = Runtime(
@@ -472,6 +478,8 @@ async def open_runtime(
             system.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         internal = _without(group, body_error)
+        if internal is None and body_error is not None:
+            raise body_error from None
         if internal is not None:
             raise RuntimeCrashed(f"the runtime crashed: {internal!r}") from internal
     if body_error is not None:
@@ -479,12 +487,11 @@ async def open_runtime(
 
 
 def _without(group: BaseExceptionGroup[Any], error: BaseException | None) -> BaseException | None:
-    """The part of ``group`` that is not ``error`` (or cancellation)."""
-    rest = group.subgroup(lambda e: e is not error and not isinstance(e, trio.Cancelled))
-    if rest is None:
+    """What ``group`` holds besides ``error`` and cancellation, if anything."""
+    rest = [e for e in _leaves(group) if e is not error and not isinstance(e, trio.Cancelled)]
+    if not rest:
         return None
-    flat = [e for e in _leaves(rest)]
-    return flat[0] if len(flat) == 1 else rest
+    return rest[0] if len(rest) == 1 else BaseExceptionGroup("runtime failures", rest)
 
 
 def _leaves(group: BaseExceptionGroup[Any]) -> list[BaseException]:

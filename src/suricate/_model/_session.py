@@ -31,7 +31,15 @@ from typing import Any, Final
 import attrs
 
 from .._errors import InputRejected, NotReady, Overloaded, RecoveryCorruption
-from ._lifecycle import Effect, InputEvent, SessionOp, next_input_state, refuse, session_rule
+from ._lifecycle import (
+    Effect,
+    InputEvent,
+    Rule,
+    SessionOp,
+    next_input_state,
+    refuse,
+    session_rule,
+)
 from ._records import (
     OutboxMessage,
     Receipt,
@@ -232,7 +240,8 @@ class SessionCore:
         self.revision = stored.snapshot_revision
         self.active: dict[str, InputRecord] = {}
         self.keys: dict[str, str] = dict(stored.idempotency)
-        self.supersession: dict[tuple[str, str], str] = {}
+        # (kind, supersession key) -> the non-terminal inputs that carry it.
+        self.supersession: dict[tuple[str, str], set[str]] = {}
         self._lanes: tuple[collections.deque[tuple[int, str]], ...] = (
             collections.deque(),
             collections.deque(),
@@ -285,6 +294,24 @@ class SessionCore:
         return out
 
     # -- decisions ---------------------------------------------------------------
+
+    def _rule(self, op: SessionOp) -> Rule:
+        """The allowed rule of ``op`` now, or raise the table's refusal.
+
+        A retired session draining a turn reads ``RETIRED`` but is running:
+        operations that the table refuses while ``RUNNING`` are refused then too.
+        """
+        state = self.state
+        if (
+            self.run is not None
+            and state is SessionState.RETIRED
+            and op in (SessionOp.RESET, SessionOp.RECYCLE, SessionOp.RECOVER)
+        ):
+            state = SessionState.RUNNING
+        rule = session_rule(state, op)
+        if not rule.allowed:
+            raise refuse(state, rule, self.id)
+        return rule
 
     def _evolve_record(self, now: float, **changes: Any) -> SessionRecord:
         return attrs.evolve(self.record, updated_at=now, **changes)
@@ -350,12 +377,14 @@ class SessionCore:
             ("input.accepted", input_id, None, {"kind": inp.kind, "handling": inp.handling.value})
         ]
         if inp.supersession_key is not None:
-            older_id = self.supersession.get((inp.kind, inp.supersession_key))
-            older = self.active.get(older_id) if older_id is not None else None
-            if older is not None and older.state is InputState.QUEUED:
-                gone = _moved(older, InputEvent.SUPERSEDE, now, superseded_by=input_id)
-                records.append(gone)
-                events.extend(_input_events([gone]))
+            holders = self.supersession.get((inp.kind, inp.supersession_key), ())
+            older = sorted(
+                (r for r in map(self.active.__getitem__, holders) if r.state is InputState.QUEUED),
+                key=lambda r: r.seq,
+            )
+            gone = [_moved(r, InputEvent.SUPERSEDE, now, superseded_by=input_id) for r in older]
+            records.extend(gone)
+            events.extend(_input_events(gone))
         cancel = (
             inp.handling is Handling.INTERRUPT
             and self.run is not None
@@ -605,18 +634,21 @@ class SessionCore:
             NotReady, SessionDestroyed: the table refuses the operation.
         """
         state = self.state
-        rule = session_rule(state, op)
+        rule = self._rule(op)
         if op is SessionOp.ATTACH and state is SessionState.RETIRED and self.attached:
             raise NotReady(state, "an executor is already attached")
-        if not rule.allowed:
-            raise refuse(state, rule, self.id)
         records: list[InputRecord] = []
         if rule.effect is Effect.ABANDON or (
             rule.effect is Effect.ABANDON_IF_DETACHED and not self.attached
         ):
             assert rule.reason is not None
             records = self._abandon_all(rule.reason, now)
-        pending = len(self.active) - len(records)
+            if rule.effect is Effect.ABANDON_IF_DETACHED and self.run is not None:
+                # Detached while a turn is in flight: that turn still commits.
+                running = set(self.run.input_ids)
+                records = [r for r in records if r.input_id not in running]
+        abandoned = sum(1 for r in records if r.state is InputState.ABANDONED)
+        pending = 0 if rule.effect is Effect.NONE else len(self.active) - len(records)
         record = None
         if rule.to is not None and rule.to is not self.record.state:
             record = self._evolve_record(
@@ -628,13 +660,13 @@ class SessionCore:
             record = self._evolve_record(now)
         reply: Any = None
         if op is SessionOp.RETIRE:
-            reply = RetireReport(inputs_abandoned=len(records), inputs_pending_drain=pending)
+            reply = RetireReport(inputs_abandoned=abandoned, inputs_pending_drain=pending)
         elif op is SessionOp.RESET:
-            reply = ResetReport(inputs_abandoned=len(records))
+            reply = ResetReport(inputs_abandoned=abandoned)
         elif op is SessionOp.STOP:
-            reply = StopReport(inputs_abandoned=len(records))
+            reply = StopReport(inputs_abandoned=abandoned)
         elif op is SessionOp.DESTROY:
-            reply = DestroyReport(inputs_abandoned=len(records))
+            reply = DestroyReport(inputs_abandoned=abandoned)
         cancel = rule.cancel_run and self.run is not None
         new_state = state
         if rule.to is not None or rule.attached is not None:
@@ -663,10 +695,7 @@ class SessionCore:
 
     def recycle(self, stored: StoredSession, *, now: float) -> Step:
         """Rebuild from the store, keeping queued work and waiters."""
-        state = self.state
-        rule = session_rule(state, SessionOp.RECYCLE)
-        if not rule.allowed:
-            raise refuse(state, rule, self.id)
+        self._rule(SessionOp.RECYCLE)
         _check_stored(stored)
         record = attrs.evolve(stored.record, updated_at=now)
         transferred = len(stored.inputs)
@@ -686,10 +715,7 @@ class SessionCore:
         Raises:
             NotReady: a turn is running.  RecoveryCorruption: fail closed.
         """
-        state = self.state
-        rule = session_rule(state, SessionOp.RECOVER)
-        if not rule.allowed:
-            raise refuse(state, rule, self.id)
+        rule = self._rule(SessionOp.RECOVER)
         if rule.effect is Effect.REPORT_ONLY:
             return Step(reply=RecoveryReport())
         return recover_step(stored, limits=self.limits, now=now)
@@ -710,14 +736,17 @@ class SessionCore:
                     self.recent.popitem(last=False)
             if record.supersession_key is not None:
                 skey = (record.kind, record.supersession_key)
-                if self.supersession.get(skey) == input_id:
-                    del self.supersession[skey]
+                holders = self.supersession.get(skey)
+                if holders is not None:
+                    holders.discard(input_id)
+                    if not holders:
+                        del self.supersession[skey]
             return
         self.active[input_id] = record
+        if record.supersession_key is not None:
+            self.supersession.setdefault((record.kind, record.supersession_key), set()).add(input_id)
         if record.state is not InputState.QUEUED:
             return
-        if record.supersession_key is not None:
-            self.supersession[record.kind, record.supersession_key] = input_id
         if previous is not None and previous.state is InputState.QUEUED and previous.order == record.order:
             return
         lane = self._lanes[record.lane]

@@ -114,8 +114,14 @@ _encoder = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(","
 
 def _check_keys(value: Any) -> None:
     stack = [value]
+    seen: set[int] = set()
     while stack:
         item = stack.pop()
+        if id(item) in seen:
+            # A container met twice is shared or circular; the encoder
+            # rejects a circular one, and a shared one was checked already.
+            continue
+        seen.add(id(item))
         if isinstance(item, dict):
             for key, sub in item.items():
                 if not isinstance(key, str):

@@ -46,8 +46,17 @@ class Actor:
     #: ``trio.WouldBlock``) while it is full.
     actor_mailbox_size: int = 1024
 
+    #: When set, the kernel hands every waiting message (up to this many) to
+    #: :meth:`actor_receive_batch` at once instead of calling
+    #: :meth:`actor_receive` per message: the shape of a group commit.
+    actor_batch_max: int = 0
+
     async def actor_receive(self, message: Any) -> Any:
         """Handle one message; the return value answers an ``ask``."""
+        raise NotImplementedError
+
+    async def actor_receive_batch(self, messages: list[Any]) -> list[outcome.Outcome[Any]]:
+        """Handle several messages; one outcome per message, in order."""
         raise NotImplementedError
 
     def actor_stopped(self) -> None:
@@ -205,8 +214,12 @@ class ActorRef(Generic[T]):
         mail = self._mail
         actor = self.actor
         receive = actor.actor_receive  # type: ignore[attr-defined]
+        batch_max = getattr(actor, "actor_batch_max", 0)
         try:
             while mail and not self._stopped:
+                if batch_max:
+                    await self._serve_batch(batch_max)
+                    continue
                 message, reply = mail.popleft()
                 if self._space.statistics().tasks_waiting:
                     self._space.unpark()
@@ -236,6 +249,32 @@ class ActorRef(Generic[T]):
             if self._idle is not None:
                 self._idle.set()
                 self._idle = None
+
+    async def _serve_batch(self, batch_max: int) -> None:
+        mail = self._mail
+        taken = [mail.popleft() for _ in range(min(batch_max, len(mail)))]
+        if self._space.statistics().tasks_waiting:
+            self._space.unpark_all()
+        try:
+            results = await self.actor.actor_receive_batch(  # type: ignore[attr-defined]
+                [message for message, _ in taken]
+            )
+        except BaseException as exc:
+            self._failed += len(taken)
+            error = exc if isinstance(exc, Exception) else ActorStopped(f"actor {self.name} was cancelled")
+            for _, reply in taken:
+                if reply is not None:
+                    reply.set(outcome.Error(error))
+            if not isinstance(exc, Exception) or any(reply is None for _, reply in taken):
+                raise
+            return
+        for (_, reply), result in zip(taken, results, strict=True):
+            if isinstance(result, outcome.Error):
+                self._failed += 1
+            if reply is not None:
+                reply.set(result)
+        self._processed += len(taken)
+        await trio.lowlevel.cancel_shielded_checkpoint()
 
     def _finish(self) -> None:
         error = ActorStopped(f"actor {self.name} is stopped")

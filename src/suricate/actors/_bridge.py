@@ -22,11 +22,11 @@ import outcome
 import pykka
 import trio
 
-__all__ = ["ThreadHost", "call_in_thread"]
+__all__ = ["ThreadHost", "call_in_thread", "call_on_host"]
 
 
 class _Call:
-    __slots__ = ("fn", "args", "token", "done")
+    __slots__ = ("fn", "args", "token", "done", "pass_host")
 
     def __init__(
         self,
@@ -34,11 +34,13 @@ class _Call:
         args: tuple[Any, ...],
         token: trio.lowlevel.TrioToken,
         done: Callable[[outcome.Outcome[Any]], None],
+        pass_host: bool,
     ) -> None:
         self.fn = fn
         self.args = args
         self.token = token
         self.done = done
+        self.pass_host = pass_host
 
 
 class ThreadHost(pykka.ThreadingActor):
@@ -57,7 +59,8 @@ class ThreadHost(pykka.ThreadingActor):
         if not isinstance(message, _Call):
             return None
         try:
-            result: outcome.Outcome[Any] = outcome.Value(message.fn(*message.args))
+            args = (self, *message.args) if message.pass_host else message.args
+            result: outcome.Outcome[Any] = outcome.Value(message.fn(*args))
         except BaseException as exc:  # noqa: BLE001 - must never escape into pykka
             if not isinstance(exc, Exception):
                 exc = RuntimeError(f"thread-hosted call raised {exc!r}")
@@ -78,16 +81,30 @@ async def call_in_thread(host: pykka.ActorRef[Any], fn: Callable[..., Any], *arg
     Raises:
         pykka.ActorDeadError: the host is dead.  Whatever ``fn`` raised.
     """
+    return await _call(host, fn, args, pass_host=False)
+
+
+async def call_on_host(host: pykka.ActorRef[Any], fn: Callable[..., Any], *args: Any) -> Any:
+    """Like :func:`call_in_thread`, but calls ``fn(host_actor, *args)``, so
+    that ``fn`` can use state the host keeps on its own thread (a SQLite
+    connection opened in ``on_start``)."""
+    return await _call(host, fn, args, pass_host=True)
+
+
+async def _call(
+    host: pykka.ActorRef[Any], fn: Callable[..., Any], args: tuple[Any, ...], *, pass_host: bool
+) -> Any:
     task = trio.lowlevel.current_task()
-    state: dict[str, Any] = {"abandoned": False}
+    abandoned = False
 
     def done(result: outcome.Outcome[Any]) -> None:
-        if not state["abandoned"]:
+        if not abandoned:
             trio.lowlevel.reschedule(task, result)
 
     def abort(_: Any) -> trio.lowlevel.Abort:
-        state["abandoned"] = True
+        nonlocal abandoned
+        abandoned = True
         return trio.lowlevel.Abort.SUCCEEDED
 
-    host.tell(_Call(fn, args, trio.lowlevel.current_trio_token(), done))
+    host.tell(_Call(fn, args, trio.lowlevel.current_trio_token(), done, pass_host))
     return await trio.lowlevel.wait_task_rescheduled(abort)

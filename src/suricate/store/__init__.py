@@ -3,6 +3,7 @@
 from .._model import OutboxMessage, Receipt, SessionRecord, SnapshotWrite, StoredSession, WriteSet
 from ._memory import MemoryStore
 from ._protocol import Store
+from ._sqlite import SqliteStore, StoreStatistics
 
 __all__ = [
     "MemoryStore",
@@ -10,7 +11,9 @@ __all__ = [
     "Receipt",
     "SessionRecord",
     "SnapshotWrite",
+    "SqliteStore",
     "Store",
+    "StoreStatistics",
     "StoredSession",
     "WriteSet",
 ]

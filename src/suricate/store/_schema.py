@@ -1,0 +1,315 @@
+"""The SQLite schema, its migrations, and the mapping of records to rows.
+
+The schema is created and migrated with sqlite-utils.  ``suricate_schema``
+holds the schema version; :data:`MIGRATIONS` are applied in order, each in
+its own transaction.  A database whose version is newer than this release
+knows is refused, untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+import sqlite_utils
+
+from .._errors import StoreError
+from .._model import (
+    AbandonReason,
+    Durability,
+    Handling,
+    InputRecord,
+    InputState,
+    OutboxMessage,
+    Receipt,
+    SessionRecord,
+    SessionState,
+    StateChange,
+    check_version,
+)
+
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "input_from_row",
+    "input_to_row",
+    "migrate",
+    "receipt_from_row",
+    "session_from_row",
+]
+
+NON_TERMINAL: Final = ("queued", "staged", "applied")
+
+
+def _v1(db: sqlite_utils.Database) -> None:
+    db["sessions"].create(
+        {
+            "session_id": str,
+            "state": str,
+            "next_seq": int,
+            "next_order": int,
+            "stop_reason": str,
+            "created_at": float,
+            "updated_at": float,
+            "snapshot_json": str,
+            "snapshot_revision": int,
+            "version": int,
+        },
+        pk="session_id",
+        not_null={"state", "next_seq", "next_order", "snapshot_revision", "version"},
+        defaults={"snapshot_revision": 0},
+    )
+    db["inputs"].create(
+        {
+            "session_id": str,
+            "input_id": str,
+            "seq": int,
+            "lane_order": int,
+            "kind": str,
+            "payload_json": str,
+            "durability": str,
+            "handling": str,
+            "idempotency_key": str,
+            "supersession_key": str,
+            "correlation_id": str,
+            "metadata_json": str,
+            "state": str,
+            "attempt": int,
+            "run_id": str,
+            "boundary": int,
+            "reason": str,
+            "error": str,
+            "result_json": str,
+            "superseded_by": str,
+            "submitted_at": float,
+            "history_json": str,
+            "version": int,
+        },
+        pk=("session_id", "input_id"),
+        not_null={"seq", "lane_order", "kind", "state", "attempt", "version"},
+    )
+    db["inputs"].create_index(["session_id", "seq"], unique=True)
+    db.execute(
+        "CREATE UNIQUE INDEX idx_inputs_idempotency ON inputs(session_id, idempotency_key) "
+        "WHERE idempotency_key IS NOT NULL"
+    )
+    db.execute(
+        "CREATE INDEX idx_inputs_active ON inputs(session_id, seq) "
+        "WHERE state IN ('queued', 'staged', 'applied')"
+    )
+    db["receipts"].create(
+        {
+            "session_id": str,
+            "run_id": str,
+            "sequence": int,
+            "input_ids_json": str,
+            "at": float,
+            "version": int,
+        },
+        pk=("session_id", "run_id", "sequence"),
+        not_null={"input_ids_json", "version"},
+    )
+    db["outbox"].create(
+        {
+            "id": int,
+            "session_id": str,
+            "run_id": str,
+            "target": str,
+            "payload_json": str,
+            "reply": int,
+            "correlation_id": str,
+            "state": str,
+            "version": int,
+        },
+        pk="id",
+        not_null={"session_id", "target", "payload_json", "state", "version"},
+    )
+    db["outbox"].create_index(["target", "state", "id"])
+
+
+MIGRATIONS: Final[Sequence[Callable[[sqlite_utils.Database], None]]] = (_v1,)
+SCHEMA_VERSION: Final = len(MIGRATIONS)
+
+
+def _stored_version(db: sqlite_utils.Database) -> int:
+    if "suricate_schema" not in db.table_names():
+        if db.table_names():
+            raise StoreError(
+                "the database holds tables but no suricate schema: not a suricate store"
+            )
+        return 0
+    row = db.execute("SELECT version FROM suricate_schema").fetchone()
+    return int(row[0]) if row else 0
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Create or migrate the schema on ``conn`` (in autocommit mode).
+
+    Raises:
+        StoreError: the database was written by a newer schema version, or is
+            not a suricate store.
+    """
+    db = sqlite_utils.Database(conn)
+    version = _stored_version(db)
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"the database has schema version {version}; this release knows up to "
+            f"{SCHEMA_VERSION}: upgrade suricate to open it"
+        )
+    for number in range(version, SCHEMA_VERSION):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            MIGRATIONS[number](db)
+            if number == 0:
+                db["suricate_schema"].create({"version": int}, not_null={"version"})
+                conn.execute("INSERT INTO suricate_schema(version) VALUES (?)", (number + 1,))
+            else:
+                conn.execute("UPDATE suricate_schema SET version = ?", (number + 1,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+
+def check_schema(conn: sqlite3.Connection) -> None:
+    """Check a (read-only) connection sees a schema this release can read."""
+    version = _stored_version(sqlite_utils.Database(conn))
+    if version != SCHEMA_VERSION:
+        raise StoreError(f"the database has schema version {version}, expected {SCHEMA_VERSION}")
+
+
+# -- rows ----------------------------------------------------------------------------
+
+SESSION_COLUMNS: Final = (
+    "session_id, state, next_seq, next_order, stop_reason, created_at, updated_at, "
+    "snapshot_json, snapshot_revision, version"
+)
+
+INPUT_COLUMNS: Final = (
+    "session_id, input_id, seq, lane_order, kind, payload_json, durability, handling, "
+    "idempotency_key, supersession_key, correlation_id, metadata_json, state, attempt, "
+    "run_id, boundary, reason, error, result_json, superseded_by, submitted_at, "
+    "history_json, version"
+)
+
+
+def session_to_row(r: SessionRecord) -> tuple[Any, ...]:
+    return (
+        r.session_id,
+        r.state.value,
+        r.next_seq,
+        r.next_order,
+        r.stop_reason,
+        r.created_at,
+        r.updated_at,
+        r.version,
+    )
+
+
+def session_from_row(row: Sequence[Any]) -> tuple[SessionRecord, str | None, int]:
+    """A ``sessions`` row as (record, snapshot JSON, snapshot revision)."""
+    check_version("session", row[9])
+    record = SessionRecord(
+        session_id=row[0],
+        state=SessionState(row[1]),
+        next_seq=row[2],
+        next_order=row[3],
+        stop_reason=row[4],
+        created_at=row[5] or 0.0,
+        updated_at=row[6] or 0.0,
+        version=row[9],
+    )
+    return record, row[7], row[8]
+
+
+def input_to_row(r: InputRecord) -> tuple[Any, ...]:
+    history = json.dumps([[h.state.value, h.at, h.run_id] for h in r.history])
+    return (
+        r.session_id,
+        r.input_id,
+        r.seq,
+        r.order,
+        r.kind,
+        r.payload_json,
+        r.durability.value,
+        r.handling.value,
+        r.idempotency_key,
+        r.supersession_key,
+        r.correlation_id,
+        r.metadata_json,
+        r.state.value,
+        r.attempt,
+        r.run_id,
+        r.boundary,
+        r.reason.value if r.reason is not None else None,
+        r.error,
+        r.result_json,
+        r.superseded_by,
+        r.submitted_at,
+        history,
+        r.version,
+    )
+
+
+def input_from_row(row: Sequence[Any]) -> InputRecord:
+    """An ``inputs`` row as a record.
+
+    Raises:
+        RecoveryCorruption: the record version is unknown.
+    """
+    check_version("input", row[22])
+    return InputRecord(
+        session_id=row[0],
+        input_id=row[1],
+        seq=row[2],
+        order=row[3],
+        kind=row[4],
+        payload_json=row[5] or "",
+        durability=Durability(row[6]),
+        handling=Handling(row[7]),
+        idempotency_key=row[8],
+        supersession_key=row[9],
+        correlation_id=row[10],
+        metadata_json=row[11],
+        state=InputState(row[12]),
+        attempt=row[13],
+        run_id=row[14],
+        boundary=row[15],
+        reason=AbandonReason(row[16]) if row[16] is not None else None,
+        error=row[17],
+        result_json=row[18],
+        superseded_by=row[19],
+        submitted_at=row[20] or 0.0,
+        history=tuple(
+            StateChange(state=InputState(s), at=at, run_id=run_id)
+            for s, at, run_id in json.loads(row[21] or "[]")
+        ),
+        version=row[22],
+    )
+
+
+def receipt_from_row(row: Sequence[Any]) -> Receipt:
+    check_version("receipt", row[5])
+    return Receipt(
+        session_id=row[0],
+        run_id=row[1],
+        sequence=row[2],
+        input_ids=tuple(json.loads(row[3])),
+        at=row[4] or 0.0,
+        version=row[5],
+    )
+
+
+def outbox_to_row(m: OutboxMessage) -> tuple[Any, ...]:
+    return (
+        m.session_id,
+        m.run_id,
+        m.target,
+        m.payload_json,
+        int(m.reply),
+        m.correlation_id,
+        "pending",
+        m.version,
+    )

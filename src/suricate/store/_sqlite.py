@@ -1,0 +1,511 @@
+"""The SQLite store: one writer thread, group commit, durable before ack.
+
+Theory of operation
+-------------------
+Two pykka ``ThreadingActor`` hosts own the two connections to the file: the
+writer (opened in ``on_start``, migrations applied there) and a reader (a
+read-only connection; WAL lets it read while the writer writes).  Nothing in
+trio blocks on SQLite: every call goes through :mod:`suricate.actors._bridge`.
+
+The trio-side :class:`StoreActor` takes every write-set waiting in its
+mailbox as one batch (group commit): one ``BEGIN IMMEDIATE ... COMMIT`` with a
+``SAVEPOINT`` per write-set, so a write-set that fails (a snapshot revision
+mismatch, a duplicate receipt) is rolled back alone while the rest of the
+batch commits.  If the ``COMMIT`` itself fails, the batch is retried
+write-set by write-set.  Each caller is answered only after the transaction
+holding its write-set committed; with ``synchronous=FULL`` (the default)
+that means it is on disk.
+
+A lock file beside the database (``agent.db.lock``, holding the owner's pid
+and host) is ``flock``-ed for the store's lifetime: a second runtime on the
+same file, in this process or another, gets :class:`StoreLocked`.  The kernel
+releases the lock when its process dies, so a stale claim is taken over.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import attrs
+import outcome
+import pykka
+import trio
+
+from .._errors import StoreError, StoreLocked
+from .._model import InputRecord, Receipt, StoredSession, WriteSet
+from ..actors._actor import Actor, ActorRef, spawn
+from ..actors._bridge import ThreadHost, call_on_host
+from ._schema import (
+    INPUT_COLUMNS,
+    SESSION_COLUMNS,
+    check_schema,
+    input_from_row,
+    input_to_row,
+    migrate,
+    outbox_to_row,
+    receipt_from_row,
+    session_from_row,
+    session_to_row,
+)
+
+__all__ = ["SqliteStore", "StoreStatistics"]
+
+SYNCHRONOUS_MODES: Final = ("FULL", "NORMAL", "EXTRA")
+MAX_BATCH: Final = 1024
+
+
+def _store_error(exc: BaseException, doing: str) -> StoreError:
+    if isinstance(exc, StoreError):
+        return exc
+    return StoreError(f"{doing}: {type(exc).__name__}: {exc}")
+
+
+def _connect(target: str, *, uri: bool, timeout: float = 30.0) -> sqlite3.Connection:
+    conn = sqlite3.connect(
+        target, uri=uri, isolation_level=None, check_same_thread=False, timeout=timeout
+    )
+    try:
+        conn.execute("PRAGMA foreign_keys = ON")
+        # Fails with "file is not a database" on anything but SQLite.
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+class _Connection(ThreadHost):
+    """A pykka thread owning one SQLite connection, opened in ``on_start``."""
+
+    def __init__(self, name: str, target: str, *, uri: bool, pragmas: Sequence[str], writer: bool) -> None:
+        super().__init__(name)
+        self.target = target
+        self.uri = uri
+        self.pragmas = pragmas
+        self.writer = writer
+        self.conn: sqlite3.Connection | None = None
+        self.open_error: BaseException | None = None
+
+    def on_start(self) -> None:
+        super().on_start()
+        try:
+            conn = _connect(self.target, uri=self.uri)
+            try:
+                for pragma in self.pragmas:
+                    conn.execute(pragma)
+                if self.writer:
+                    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                    if str(mode).lower() != "wal":
+                        raise StoreError(f"could not switch the database to WAL (got {mode})")
+                    migrate(conn)
+                else:
+                    check_schema(conn)
+            except BaseException:
+                conn.close()
+                raise
+            self.conn = conn
+        except Exception as exc:  # handed to trio by the first call
+            self.open_error = exc
+
+    def on_stop(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    def connection(self) -> sqlite3.Connection:
+        if self.open_error is not None:
+            raise self.open_error
+        if self.conn is None:
+            raise StoreError("the store is closed")
+        return self.conn
+
+
+# -- the writer's side (runs on the writer thread) --------------------------------------
+
+
+def _apply(conn: sqlite3.Connection, ws: WriteSet) -> None:
+    sid = ws.session_id
+    if ws.session is not None:
+        conn.execute(
+            "INSERT INTO sessions (session_id, state, next_seq, next_order, stop_reason, "
+            "created_at, updated_at, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT(session_id) DO UPDATE SET state = excluded.state, "
+            "next_seq = excluded.next_seq, next_order = excluded.next_order, "
+            "stop_reason = excluded.stop_reason, updated_at = excluded.updated_at, "
+            "version = excluded.version",
+            session_to_row(ws.session),
+        )
+    elif conn.execute("SELECT 1 FROM sessions WHERE session_id = ?", (sid,)).fetchone() is None:
+        raise StoreError(f"session {sid!r} has no lifecycle record")
+    if ws.inputs:
+        conn.executemany(
+            f"INSERT OR REPLACE INTO inputs ({INPUT_COLUMNS}) VALUES ({', '.join('?' * 23)})",
+            [input_to_row(r) for r in ws.inputs],
+        )
+    snapshot = ws.snapshot
+    if snapshot is not None:
+        cursor = conn.execute(
+            "UPDATE sessions SET snapshot_json = ?, snapshot_revision = ? "
+            "WHERE session_id = ? AND snapshot_revision = ?",
+            (snapshot.value_json, snapshot.revision, sid, snapshot.expected_revision),
+        )
+        if cursor.rowcount != 1:
+            raise StoreError(
+                f"snapshot of {sid!r} is not at revision {snapshot.expected_revision}"
+            )
+    receipt = ws.receipt
+    if receipt is not None:
+        try:
+            conn.execute(
+                "INSERT INTO receipts (session_id, run_id, sequence, input_ids_json, at, version) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    sid,
+                    receipt.run_id,
+                    receipt.sequence,
+                    json.dumps(list(receipt.input_ids)),
+                    receipt.at,
+                    receipt.version,
+                ),
+            )
+        except sqlite3.IntegrityError:
+            raise StoreError(
+                f"receipt {receipt.run_id}/{receipt.sequence} of {sid!r} exists"
+            ) from None
+    if ws.messages:
+        conn.executemany(
+            "INSERT INTO outbox (session_id, run_id, target, payload_json, reply, "
+            "correlation_id, state, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [outbox_to_row(m) for m in ws.messages],
+        )
+
+
+def _commit_one(conn: sqlite3.Connection, ws: WriteSet) -> outcome.Outcome[None]:
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            _apply(conn, ws)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    except Exception as exc:
+        return outcome.Error(_store_error(exc, "commit failed"))
+    return outcome.Value(None)
+
+
+def _commit_batch(host: _Connection, batch: list[WriteSet]) -> list[outcome.Outcome[None]]:
+    """Commit ``batch`` in one transaction; a failing write-set fails alone."""
+    conn = host.connection()
+    if len(batch) == 1:
+        return [_commit_one(conn, batch[0])]
+    results: list[outcome.Outcome[None]] = []
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for ws in batch:
+                conn.execute("SAVEPOINT ws")
+                try:
+                    _apply(conn, ws)
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO ws")
+                    results.append(outcome.Error(_store_error(exc, "commit failed")))
+                else:
+                    results.append(outcome.Value(None))
+                conn.execute("RELEASE ws")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    except Exception:
+        # The group transaction failed as a whole: retry one by one, so
+        # only the write-sets that really fail are reported as failed.
+        return [_commit_one(conn, ws) for ws in batch]
+    return results
+
+
+# -- the reader's side ------------------------------------------------------------------
+
+
+def _load_session(host: _Connection, session_id: str) -> StoredSession | None:
+    conn = host.connection()
+    conn.execute("BEGIN")
+    try:
+        row = conn.execute(
+            f"SELECT {SESSION_COLUMNS} FROM sessions WHERE session_id = ?", (session_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        record, snapshot_json, revision = session_from_row(row)
+        inputs = tuple(
+            input_from_row(r)
+            for r in conn.execute(
+                f"SELECT {INPUT_COLUMNS} FROM inputs WHERE session_id = ? "
+                "AND state IN ('queued', 'staged', 'applied') ORDER BY seq",
+                (session_id,),
+            )
+        )
+        keys = dict(
+            conn.execute(
+                "SELECT idempotency_key, input_id FROM inputs WHERE session_id = ? "
+                "AND idempotency_key IS NOT NULL",
+                (session_id,),
+            ).fetchall()
+        )
+        receipts = set()
+        for r in inputs:
+            if r.run_id is not None and r.boundary is not None:
+                found = conn.execute(
+                    "SELECT 1 FROM receipts WHERE session_id = ? AND run_id = ? AND sequence = ?",
+                    (session_id, r.run_id, r.boundary),
+                ).fetchone()
+                if found:
+                    receipts.add((r.run_id, r.boundary))
+    finally:
+        conn.execute("COMMIT")
+    return StoredSession(
+        record=record,
+        snapshot_json=snapshot_json,
+        snapshot_revision=revision,
+        inputs=inputs,
+        idempotency=keys,
+        receipts=frozenset(receipts),
+    )
+
+
+def _load_input(host: _Connection, session_id: str, input_id: str) -> InputRecord | None:
+    row = host.connection().execute(
+        f"SELECT {INPUT_COLUMNS} FROM inputs WHERE session_id = ? AND input_id = ?",
+        (session_id, input_id),
+    ).fetchone()
+    return None if row is None else input_from_row(row)
+
+
+def _load_receipt(host: _Connection, session_id: str, run_id: str, sequence: int) -> Receipt | None:
+    row = host.connection().execute(
+        "SELECT session_id, run_id, sequence, input_ids_json, at, version FROM receipts "
+        "WHERE session_id = ? AND run_id = ? AND sequence = ?",
+        (session_id, run_id, sequence),
+    ).fetchone()
+    return None if row is None else receipt_from_row(row)
+
+
+def _list_sessions(host: _Connection) -> list[str]:
+    return [r[0] for r in host.connection().execute("SELECT session_id FROM sessions ORDER BY rowid")]
+
+
+def _ping(host: _Connection) -> None:
+    host.connection()
+
+
+# -- the trio side ----------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class StoreStatistics:
+    """Group commit figures of a :class:`SqliteStore`."""
+
+    batches: int
+    write_sets: int
+    largest_batch: int
+    failed_write_sets: int
+
+
+class StoreActor(Actor):
+    """Gathers the write-sets waiting in its mailbox into one transaction."""
+
+    actor_mailbox_size = 65536
+    actor_batch_max = MAX_BATCH
+
+    def __init__(self, writer: pykka.ActorRef[Any]) -> None:
+        self.writer = writer
+        self.batches = 0
+        self.write_sets = 0
+        self.largest = 0
+        self.failed = 0
+
+    async def actor_receive_batch(self, messages: list[Any]) -> list[outcome.Outcome[Any]]:
+        try:
+            results: list[outcome.Outcome[None]] = await call_on_host(
+                self.writer, _commit_batch, messages
+            )
+        except Exception as exc:  # the writer thread is gone
+            error = _store_error(exc, "the store's writer failed")
+            results = [outcome.Error(error) for _ in messages]
+        self.batches += 1
+        self.write_sets += len(messages)
+        self.largest = max(self.largest, len(messages))
+        self.failed += sum(1 for r in results if isinstance(r, outcome.Error))
+        return results  # type: ignore[return-value]
+
+
+class _Lock:
+    """An exclusive ``flock`` on ``<db>.lock``, naming its holder inside."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 256, 0).decode("utf-8", "replace").strip() or "unknown"
+            os.close(fd)
+            raise StoreLocked(
+                f"{self.path.with_suffix('')} is owned by another runtime ({holder}); "
+                "other processes can still read it"
+            ) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode(), 0)
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            fd, self.fd = self.fd, None
+            try:
+                os.ftruncate(fd, 0)
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
+
+
+class SqliteStore:
+    """The default durable store: one SQLite file in WAL mode.
+
+    Args:
+        path: the database file.  Its directory must exist.
+        synchronous: ``"FULL"`` (default: a commit survives power loss),
+            ``"EXTRA"``, or ``"NORMAL"`` (faster; a power loss may lose the
+            last commits, though never corrupt the file; a process crash
+            loses nothing).
+
+    Raises (from ``start``, that is from ``open_runtime``):
+        StoreError: missing directory, not a SQLite database, read-only file,
+            a schema written by a newer release.  StoreLocked: another runtime
+            owns the file.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "FULL") -> None:
+        if synchronous.upper() not in SYNCHRONOUS_MODES:
+            raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}")
+        self.path = Path(path)
+        self.synchronous = synchronous.upper()
+        self._writer: pykka.ActorRef[Any] | None = None
+        self._reader: pykka.ActorRef[Any] | None = None
+        self._actor: ActorRef[StoreActor] | None = None
+        self._lock = _Lock(Path(f"{self.path}.lock"))
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({str(self.path)!r})"
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        directory = self.path.parent
+        if not directory.is_dir():
+            raise StoreError(f"cannot open {self.path}: directory {directory} does not exist")
+        if self.path.exists():
+            # Root passes os.access on any file: the mode bits say what was meant.
+            if not os.access(self.path, os.R_OK | os.W_OK) or not self.path.stat().st_mode & 0o222:
+                raise StoreError(f"cannot open {self.path}: the file is read-only")
+        self._lock.acquire()
+        try:
+            pragmas = (f"PRAGMA synchronous = {self.synchronous}",)
+            name = self.path.name
+            self._writer = _Connection.start(
+                f"suricate-writer-{name}", str(self.path), uri=False, pragmas=pragmas, writer=True
+            )
+            await call_on_host(self._writer, _ping)
+            read_uri = f"{self.path.resolve().as_uri()}?mode=ro"
+            self._reader = _Connection.start(
+                f"suricate-reader-{name}", read_uri, uri=True, pragmas=(), writer=False
+            )
+            await call_on_host(self._reader, _ping)
+        except BaseException as exc:
+            self._stop_hosts()
+            self._lock.release()
+            if isinstance(exc, Exception):
+                raise _store_error(exc, f"cannot open {self.path}") from exc
+            raise
+        self._actor = spawn(StoreActor(self._writer), nursery, name=f"store {self.path.name}")
+
+    def _stop_hosts(self) -> None:
+        for host in (self._reader, self._writer):
+            if host is not None:
+                try:
+                    host.stop(block=True, timeout=10)
+                except pykka.ActorDeadError:
+                    pass
+                except pykka.Timeout:  # pragma: no cover - a wedged SQLite call
+                    pass
+        self._reader = self._writer = None
+
+    async def aclose(self) -> None:
+        actor, self._actor = self._actor, None
+        if actor is not None:
+            await actor.wait_idle()
+            actor.stop()
+        # Joining the hosts blocks briefly (they are idle): do it off the trio thread.
+        await trio.to_thread.run_sync(self._stop_hosts)
+        self._lock.release()
+
+    def statistics(self) -> StoreStatistics:
+        actor = self._actor.actor if self._actor is not None else StoreActor(None)  # type: ignore[arg-type]
+        return StoreStatistics(
+            batches=actor.batches,
+            write_sets=actor.write_sets,
+            largest_batch=actor.largest,
+            failed_write_sets=actor.failed,
+        )
+
+    @property
+    def commits(self) -> int:
+        """Write-sets committed so far."""
+        stats = self.statistics()
+        return stats.write_sets - stats.failed_write_sets
+
+    async def commit(self, write_set: WriteSet) -> None:
+        if self._actor is None:
+            raise StoreError("the store is not open")
+        await self._actor.ask(write_set)
+
+    async def _read(self, fn: Any, *args: Any) -> Any:
+        if self._reader is None:
+            raise StoreError("the store is not open")
+        try:
+            return await call_on_host(self._reader, fn, *args)
+        except StoreError:
+            raise
+        except pykka.ActorDeadError as exc:
+            raise StoreError("the store's reader is gone") from exc
+        except sqlite3.Error as exc:
+            raise _store_error(exc, "read failed") from exc
+
+    async def load_session(self, session_id: str) -> StoredSession | None:
+        result: StoredSession | None = await self._read(_load_session, session_id)
+        return result
+
+    async def load_input(self, session_id: str, input_id: str) -> InputRecord | None:
+        result: InputRecord | None = await self._read(_load_input, session_id, input_id)
+        return result
+
+    async def load_receipt(self, session_id: str, run_id: str, sequence: int) -> Receipt | None:
+        result: Receipt | None = await self._read(_load_receipt, session_id, run_id, sequence)
+        return result
+
+    async def list_sessions(self) -> list[str]:
+        result: list[str] = await self._read(_list_sessions)
+        return result
+
