@@ -147,6 +147,7 @@ class ActorRef(Generic[T]):
         return self._stopped
 
     def _put(self, message: Any, reply: _Reply | None) -> None:
+        self._check()  # again: the actor may have stopped while the sender waited
         self._mail.append((message, reply))
         if not self._running:
             self._running = True

@@ -1,0 +1,113 @@
+"""Kill a durable workload with SIGKILL, restart on its file, check nothing was lost.
+
+Used by ``tests/test_crash.py`` (a few kill points) and runnable as a soak:
+
+    python tests/crash/harness.py --kills 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import trio
+
+import suricate
+
+WORKLOAD = Path(__file__).with_name("workload.py")
+
+
+def run_until_killed(workdir: Path, seed: int, delay: float) -> tuple[Path, Path, Path]:
+    """Run the workload in a subprocess and SIGKILL it ``delay`` s after it is ready."""
+    db, acks, effects = workdir / "agent.db", workdir / "acks.log", workdir / "effects.log"
+    proc = subprocess.Popen(
+        [sys.executable, str(WORKLOAD), str(db), str(acks), str(effects), str(seed)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().strip()
+        if line != "ready":
+            raise RuntimeError(f"workload did not start: {line!r}")
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+    return db, acks, effects
+
+
+async def recover_and_check(db: Path, acks: Path) -> dict[str, int]:
+    """Reopen the file, finish every acknowledged input, check the invariants.
+
+    Returns counts for the report; raises AssertionError on a violation.
+    """
+    acked: dict[str, list[str]] = collections.defaultdict(list)
+    for line in acks.read_text().splitlines():
+        session_id, input_id = line.split()
+        acked[session_id].append(input_id)
+    outcomes: collections.Counter[str] = collections.Counter()
+
+    async def finish(turn: suricate.Turn) -> suricate.TurnResult:
+        return suricate.TurnResult(result="after restart")
+
+    async with suricate.open_runtime(db) as rt:
+        for session_id in await rt.store.list_sessions():
+            s = await rt.open_session(session_id)
+            await s.attach(finish)
+        for session_id, input_ids in acked.items():
+            s = rt.session(session_id)
+            with trio.fail_after(60):
+                for input_id in input_ids:
+                    record = await s.input(input_id)
+                    assert record is not None, f"acknowledged input {input_id} was lost"
+                    outcome = await s.wait(input_id)
+                    outcomes[type(outcome).__name__] += 1
+    conn = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)
+    try:
+        seen: collections.Counter[str] = collections.Counter()
+        for (input_ids,) in conn.execute("SELECT input_ids_json FROM receipts"):
+            seen.update(json.loads(input_ids))
+        twice = [i for i, n in seen.items() if n > 1]
+        assert not twice, f"inputs committed by more than one receipt: {twice[:5]}"
+        consumed_without_receipt = conn.execute(
+            "SELECT count(*) FROM inputs WHERE state = 'consumed' AND run_id IS NULL"
+        ).fetchone()[0]
+        assert consumed_without_receipt == 0
+    finally:
+        conn.close()
+    return {"acked": sum(len(v) for v in acked.values()), **outcomes}
+
+
+def kill_points(kills: int, seed: int) -> list[tuple[int, float]]:
+    rng = random.Random(seed)
+    return [(rng.randrange(1 << 30), rng.uniform(0.05, 0.8)) for _ in range(kills)]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--kills", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    totals: collections.Counter[str] = collections.Counter()
+    for n, (seed, delay) in enumerate(kill_points(args.kills, args.seed), 1):
+        with tempfile.TemporaryDirectory() as tmp:
+            db, acks, _ = run_until_killed(Path(tmp), seed, delay)
+            totals.update(trio.run(recover_and_check, db, acks))
+        print(f"kill {n}/{args.kills}: ok ({dict(totals)})", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
