@@ -180,10 +180,8 @@ class ActorRef(Generic[T]):
             ActorStopped: the actor stopped.
         """
         self._check()
-        if len(self._mail) >= self._capacity:
-            await self._wait_space()
-        else:
-            await trio.lowlevel.checkpoint()
+        await trio.lowlevel.checkpoint()
+        await self._wait_space()  # others may have filled it meanwhile
         self._put(message, None)
 
     async def ask(self, message: Any, *, timeout: float | None = None) -> Any:
@@ -262,6 +260,7 @@ class ActorRef(Generic[T]):
             )
         except BaseException as exc:
             self._failed += len(taken)
+            self._processed += len(taken)
             error = exc if isinstance(exc, Exception) else ActorStopped(f"actor {self.name} was cancelled")
             for _, reply in taken:
                 if reply is not None:
