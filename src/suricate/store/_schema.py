@@ -44,7 +44,7 @@ NON_TERMINAL: Final = ("queued", "staged", "applied")
 
 
 def _v1(db: sqlite_utils.Database) -> None:
-    db["sessions"].create(
+    db.table("sessions").create(
         {
             "session_id": str,
             "state": str,
@@ -61,7 +61,7 @@ def _v1(db: sqlite_utils.Database) -> None:
         not_null={"state", "next_seq", "next_order", "snapshot_revision", "version"},
         defaults={"snapshot_revision": 0},
     )
-    db["inputs"].create(
+    db.table("inputs").create(
         {
             "session_id": str,
             "input_id": str,
@@ -90,7 +90,7 @@ def _v1(db: sqlite_utils.Database) -> None:
         pk=("session_id", "input_id"),
         not_null={"seq", "lane_order", "kind", "state", "attempt", "version"},
     )
-    db["inputs"].create_index(["session_id", "seq"], unique=True)
+    db.table("inputs").create_index(["session_id", "seq"], unique=True)
     db.execute(
         "CREATE UNIQUE INDEX idx_inputs_idempotency ON inputs(session_id, idempotency_key) "
         "WHERE idempotency_key IS NOT NULL"
@@ -99,7 +99,7 @@ def _v1(db: sqlite_utils.Database) -> None:
         "CREATE INDEX idx_inputs_active ON inputs(session_id, seq) "
         "WHERE state IN ('queued', 'staged', 'applied')"
     )
-    db["receipts"].create(
+    db.table("receipts").create(
         {
             "session_id": str,
             "run_id": str,
@@ -111,7 +111,7 @@ def _v1(db: sqlite_utils.Database) -> None:
         pk=("session_id", "run_id", "sequence"),
         not_null={"input_ids_json", "version"},
     )
-    db["outbox"].create(
+    db.table("outbox").create(
         {
             "id": int,
             "session_id": str,
@@ -126,7 +126,7 @@ def _v1(db: sqlite_utils.Database) -> None:
         pk="id",
         not_null={"session_id", "target", "payload_json", "state", "version"},
     )
-    db["outbox"].create_index(["target", "state", "id"])
+    db.table("outbox").create_index(["target", "state", "id"])
 
 
 MIGRATIONS: Final[Sequence[Callable[[sqlite_utils.Database], None]]] = (_v1,)
@@ -163,7 +163,7 @@ def migrate(conn: sqlite3.Connection) -> None:
         try:
             MIGRATIONS[number](db)
             if number == 0:
-                db["suricate_schema"].create({"version": int}, not_null={"version"})
+                db.table("suricate_schema").create({"version": int}, not_null={"version"})
                 conn.execute("INSERT INTO suricate_schema(version) VALUES (?)", (number + 1,))
             else:
                 conn.execute("UPDATE suricate_schema SET version = ?", (number + 1,))

@@ -345,7 +345,7 @@ class StoreActor(Actor):
         self.write_sets += len(messages)
         self.largest = max(self.largest, len(messages))
         self.failed += sum(1 for r in results if isinstance(r, outcome.Error))
-        return results  # type: ignore[return-value]
+        return results
 
 
 class _Lock:
