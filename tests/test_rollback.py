@@ -9,13 +9,12 @@ import trio
 
 import suricate
 from suricate import Completed, InputState, SessionState, TurnResult
-from suricate.store import MemoryStore
 from suricate.testing import FaultyStore, ScriptedExecutor, durable_view, memory_view
 
 
 @pytest.fixture
-async def faulty(ids) -> AsyncIterator[tuple[suricate.Runtime, FaultyStore]]:
-    store = FaultyStore(MemoryStore())
+async def faulty(store_factory, ids) -> AsyncIterator[tuple[suricate.Runtime, FaultyStore]]:
+    store = FaultyStore(store_factory())
     async with suricate.open_runtime(store, id_factory=ids) as rt:
         yield rt, store
 

@@ -227,14 +227,15 @@ async def test_ephemeral_inputs_run_but_are_never_written(rt, store) -> None:
     assert (await store.load_session("s")).snapshot_json == '{"seen":1}'
 
 
-async def test_wait_on_a_terminal_input_answers_at_once_also_after_a_restart(ids) -> None:
-    store = MemoryStore()
-    async with suricate.open_runtime(store, id_factory=ids) as rt:
+async def test_wait_on_a_terminal_input_answers_at_once_also_after_a_restart(
+    store_factory, ids
+) -> None:
+    async with suricate.open_runtime(store_factory(), id_factory=ids) as rt:
         s = await rt.open_session("s")
         await s.attach(ScriptedExecutor())
         with trio.fail_after(5):
             done = await s.ask({"x": 1})
-    async with suricate.open_runtime(store, id_factory=ids) as rt:
+    async with suricate.open_runtime(store_factory(), id_factory=ids) as rt:
         s = await rt.open_session("s")
         assert await s.wait(done.input_id) == done
         with pytest.raises(suricate.InputNotFound):
@@ -479,11 +480,12 @@ async def test_recycle_keeps_queued_work_and_waiters(rt) -> None:
         assert isinstance(await s.wait(eph.input_id), Completed)
 
 
-async def test_leaving_the_runtime_requeues_turns_in_flight_and_fails_pending_waits(ids) -> None:
-    store = MemoryStore()
+async def test_leaving_the_runtime_requeues_turns_in_flight_and_fails_pending_waits(
+    store_factory, ids
+) -> None:
     errors: list[BaseException] = []
     ex = ScriptedExecutor(block=True)
-    async with suricate.open_runtime(store, id_factory=ids) as rt:
+    async with suricate.open_runtime(store_factory(), id_factory=ids) as rt:
         s = await rt.open_session("s")
         await s.attach(ex)
         running = await s.submit({"x": 1})
@@ -500,9 +502,26 @@ async def test_leaving_the_runtime_requeues_turns_in_flight_and_fails_pending_wa
             await ex.wait_turns(1)
     assert len(errors) == 1
     assert ex.cancelled == 1
-    run = await store.load_input("s", running.input_id)
-    assert run.state is InputState.QUEUED and run.attempt == 0
-    assert (await store.load_input("s", queued.input_id)).state is InputState.QUEUED
+    async with suricate.open_runtime(store_factory(), id_factory=ids) as rt:
+        s = await rt.open_session("s")
+        run = await s.input(running.input_id)
+        assert run.state is InputState.QUEUED and run.attempt == 0
+        assert (await s.input(queued.input_id)).state is InputState.QUEUED
+
+
+async def test_ephemeral_inputs_vanish_on_restart(store_factory, ids) -> None:
+    async with suricate.open_runtime(store_factory(), id_factory=ids) as rt:
+        s = await rt.open_session("s")
+        durable = await s.submit({"d": 1})
+        ephemeral = await s.submit({"e": 1}, durability="ephemeral")
+        assert (await s.input(ephemeral.input_id)).state is InputState.QUEUED
+    async with suricate.open_runtime(store_factory(), id_factory=ids) as rt:
+        s = await rt.open_session("s")
+        assert (await s.input(durable.input_id)).state is InputState.QUEUED
+        assert await s.input(ephemeral.input_id) is None
+        with pytest.raises(suricate.InputNotFound):
+            await s.wait(ephemeral.input_id)
+        assert (await s.stats()).inputs["queued"] == 1
 
 
 async def test_shutdown_grace_lets_a_turn_in_flight_commit(ids, autojump_clock) -> None:

@@ -10,6 +10,7 @@ pending ``wait`` calls raise :class:`RuntimeClosed`.
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import uuid
@@ -397,7 +398,10 @@ class Runtime:
 
 
 def _default_ids() -> Callable[[], str]:
-    return lambda: uuid.uuid4().hex
+    """Ids unique across runtimes: a random 64-bit prefix per runtime, then a counter."""
+    prefix = uuid.uuid4().hex[:16]
+    counter = itertools.count(1)
+    return lambda: f"{prefix}{next(counter):08x}"
 
 
 @asynccontextmanager

@@ -240,7 +240,8 @@ class ActorRef(Generic[T]):
                     else:
                         reply.set(outcome.Value(value))
                 self._processed += 1
-                await trio.lowlevel.cancel_shielded_checkpoint()
+                if mail:  # let others run between messages; an empty mailbox ends the task
+                    await trio.lowlevel.cancel_shielded_checkpoint()
         finally:
             self._running = False
             if self._stopped:
@@ -274,7 +275,8 @@ class ActorRef(Generic[T]):
             if reply is not None:
                 reply.set(result)
         self._processed += len(taken)
-        await trio.lowlevel.cancel_shielded_checkpoint()
+        if self._mail:
+            await trio.lowlevel.cancel_shielded_checkpoint()
 
     def _finish(self) -> None:
         error = ActorStopped(f"actor {self.name} is stopped")

@@ -136,15 +136,15 @@ class SessionActor(Actor):
         """Commit ``step``, then adopt it and carry out its effects."""
         write_set = step.write_set(self.core.id)
         if write_set is not None:
-            # Shielded: once handed to the store, the outcome must be known,
-            # or memory and store could disagree.
-            with trio.CancelScope(shield=True):
-                try:
-                    await self.store.commit(write_set)
-                except StoreError:
-                    raise
-                except Exception as exc:
-                    raise StoreError(f"commit failed: {exc!r}") from exc
+            # No shield needed: a session actor's task is only ever cancelled
+            # when the runtime itself is torn down after a crash, and then its
+            # memory is discarded; the store, the one truth, is recovered.
+            try:
+                await self.store.commit(write_set)
+            except StoreError:
+                raise
+            except Exception as exc:
+                raise StoreError(f"commit failed: {exc!r}") from exc
         self.core.apply(step)
         await self._effects(step)
 

@@ -1,0 +1,132 @@
+"""Run the benchmarks: ``python -m bench [--quick] [--json] [--only NAME ...]``.
+
+Every figure is a ratio of suricate against a baseline measured in the same
+run on the same machine; each side is the median of ``--repeat`` runs after a
+warm-up, reported with its min and max.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from . import baselines, suricate_side
+
+
+def _fresh(tmp: Path, name: str) -> Path:
+    for suffix in ("", "-wal", "-shm", ".lock"):
+        Path(f"{tmp / name}{suffix}").unlink(missing_ok=True)
+    return tmp / name
+
+
+def _measure(fn: Callable[[], float], repeat: int) -> dict[str, float]:
+    fn()  # warm-up
+    values = [fn() for _ in range(repeat)]
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def _trio(fn: Callable[..., Awaitable[float]], *args: Any) -> Callable[[], float]:
+    return lambda: trio.run(fn, *args)
+
+
+def durable_submit_figures(tmp: Path, repeat: int, seconds: float, quick: bool) -> dict[str, Any]:
+    figures: dict[str, Any] = {}
+    for submitters in (1, 64) if quick else (1, 64, 1024):
+        bare = _measure(
+            lambda: trio.run(
+                baselines.group_writer_throughput, _fresh(tmp, "bare.db"), submitters, seconds
+            ),
+            repeat,
+        )
+        ours = _measure(
+            lambda: trio.run(
+                suricate_side.durable_submit_throughput, _fresh(tmp, "s.db"), submitters, seconds
+            ),
+            repeat,
+        )
+        figures[f"durable_submit_ratio_{submitters}"] = {
+            "ratio": ours["median"] / bare["median"],
+            "suricate_per_s": ours,
+            "baseline_per_s": bare,
+        }
+    return figures
+
+
+def ack_latency_figure(tmp: Path, repeat: int, quick: bool) -> dict[str, Any]:
+    n = 100 if quick else 300
+    bare = _measure(lambda: baselines.single_row_commit_latency(_fresh(tmp, "lat.db"), n), repeat)
+    ours = _measure(lambda: trio.run(suricate_side.submit_latency, _fresh(tmp, "slat.db"), n), repeat)
+    return {
+        "ack_latency_ratio_1": {
+            "ratio": ours["median"] / bare["median"],
+            "suricate_s": ours,
+            "baseline_s": bare,
+        }
+    }
+
+
+def memory_submit_figure(repeat: int, seconds: float) -> dict[str, Any]:
+    trips = _measure(_trio(baselines.trio_round_trips, seconds), repeat)
+    ours = _measure(_trio(suricate_side.durable_submit_throughput, None, 1, seconds, 1), repeat)
+    return {
+        "memory_submit_ratio": {
+            "ratio": ours["median"] / trips["median"],
+            "suricate_per_s": ours,
+            "baseline_per_s": trips,
+        }
+    }
+
+
+FIGURES = {
+    "durable_submit": lambda a, tmp: durable_submit_figures(tmp, a.repeat, a.seconds, a.quick),
+    "ack_latency": lambda a, tmp: ack_latency_figure(tmp, a.repeat, a.quick),
+    "memory_submit": lambda a, tmp: memory_submit_figure(a.repeat, a.seconds),
+}
+
+
+def _table(results: dict[str, Any]) -> str:
+    lines = [
+        "| figure | ratio | suricate (median, min-max) | baseline (median, min-max) |",
+        "|---|---|---|---|",
+    ]
+    for name, fig in results.items():
+        sides = [v for k, v in fig.items() if k != "ratio"]
+        cells = [f"{s['median']:.6g} ({s['min']:.6g}-{s['max']:.6g})" for s in sides]
+        lines.append(f"| {name} | {fig['ratio']:.3f} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a smoke run, well under 2 minutes")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--only", nargs="*", choices=sorted(FIGURES), help="run only these")
+    parser.add_argument("--repeat", type=int, default=None, help="runs per side (default 5; quick 3)")
+    parser.add_argument("--seconds", type=float, default=None, help="length of a throughput run")
+    args = parser.parse_args(argv)
+    args.repeat = args.repeat or (3 if args.quick else 5)
+    args.seconds = args.seconds or (0.5 if args.quick else 2.0)
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
+        for name in args.only or FIGURES:
+            results.update(FIGURES[name](args, Path(tmp)))
+    if args.json:
+        print(json.dumps({k: v["ratio"] for k, v in results.items()} | {"details": results}))
+    else:
+        print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+        print(_table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
