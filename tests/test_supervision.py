@@ -179,3 +179,67 @@ async def test_a_stuck_thread_is_replaced_on_timeout() -> None:
         release.set()
     assert outcome.result == "fresh thread"
     assert len(threads) == 2 and threads[0] is not threads[1]
+
+
+async def test_a_hung_session_is_restarted_then_stopped_while_others_progress_unchanged(
+    rt, autojump_clock
+) -> None:
+    completions: dict[str, list[float]] = {}
+
+    async def worker(turn: suricate.Turn) -> TurnResult:
+        await trio.sleep(1)
+        completions.setdefault(turn.session_id, []).append(trio.current_time())
+        return TurnResult(result="ok")
+
+    async def hang(turn: suricate.Turn) -> TurnResult:
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    others = [await rt.open_session(f"w{n}") for n in range(50)]
+    for s in others:
+        await s.attach(worker)
+        for i in range(40):
+            await s.submit({"i": i})
+    start = trio.current_time()
+    hung = await rt.open_session("hung")
+    await hung.attach(hang, turn_timeout=5, restart=RestartPolicy(max_restarts=2, within=100))
+    stuck = await hung.submit({"x": 1})
+    with trio.fail_after(1000):
+        outcome = await hung.wait(stuck.input_id)
+    gave_up_at = trio.current_time() - start
+    assert await hung.state() is SessionState.STOPPED
+    assert outcome == Abandoned(
+        input_id=stuck.input_id, reason=AbandonReason.MAX_ATTEMPTS,
+        error="turn exceeded turn_timeout of 5 s",
+    )
+    assert (await hung.stats()).restarts == 2
+    assert gave_up_at == pytest.approx(15)
+    with trio.fail_after(1000):
+        while sum(len(v) for v in completions.values()) < 50 * 30:
+            await trio.sleep(1)
+
+    def done_within(lo: float, hi: float) -> list[int]:
+        return [sum(1 for t in completions[s.id] if lo < t - start <= hi) for s in others]
+
+    # While the hung session was being restarted and stopped, and after: the same pace.
+    assert done_within(0, 15) == done_within(15, 30) == [15] * 50
+
+
+async def test_a_thread_executor_whose_thread_died_gets_a_new_one() -> None:
+    threads: list[threading.Thread] = []
+
+    def blocking(turn: suricate.Turn) -> TurnResult:
+        threads.append(threading.current_thread())
+        return TurnResult(result="ok")
+
+    te = suricate.ThreadExecutor(blocking)
+    async with suricate.open_runtime() as rt:
+        s = await rt.open_session("s")
+        await s.attach(te)
+        with trio.fail_after(10):
+            await s.ask("first")
+            assert te._host is not None
+            te._host.stop()  # the thread dies between turns
+            assert isinstance(await s.ask("second"), Completed)
+    assert len(threads) == 2 and threads[0] is not threads[1]
+    assert not threads[0].is_alive()

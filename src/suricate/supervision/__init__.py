@@ -10,15 +10,19 @@ from ._policy import (
     next_delay,
     restarts_in_window,
 )
+from ._supervisor import ChildSpec, Supervisor, SupervisorGaveUp
 from ._thread import ThreadExecutor
 
 __all__ = [
     "Backoff",
+    "ChildSpec",
     "ExecutorLoop",
     "LoopOptions",
     "Restart",
     "RestartPolicy",
     "Strategy",
+    "Supervisor",
+    "SupervisorGaveUp",
     "ThreadExecutor",
     "may_restart",
     "next_delay",

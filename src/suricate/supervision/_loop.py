@@ -19,6 +19,7 @@ restart type), or gives up, which stops the session (``GiveUp``).
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -40,7 +41,8 @@ from ..actors._messages import (
     TakeTurn,
     TurnStart,
 )
-from ._policy import Backoff, Restart, RestartPolicy, may_restart, next_delay
+from ._policy import Backoff, RestartPolicy
+from ._supervisor import ChildSpec, Supervisor, SupervisorGaveUp, describe
 
 if TYPE_CHECKING:
     from ..actors._actor import ActorRef
@@ -69,11 +71,6 @@ class LoopOptions:
     max_batch: int = attrs.field(default=1, validator=attrs.validators.ge(1))
 
 
-def describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 class ExecutorLoop:
     """Runs one session's turns, supervised by its restart policy."""
 
@@ -96,9 +93,8 @@ class ExecutorLoop:
         self.emit = emit
         self.exited = trio.Event()
         self.stopping = False
-        self.restarts: list[float] = []
-        self.restart_count = 0
-        self.crashes = 0
+        self.supervisor: Supervisor | None = None
+        self._crashed = False
         self._pending = False
         self._wake: trio.Event | None = None
         self._turn_scope: trio.CancelScope | None = None
@@ -119,11 +115,13 @@ class ExecutorLoop:
             self._turn_scope.cancel()
 
     def stop(self, *, cancel: bool = False) -> None:
-        """Exit after the current turn (at once, with ``cancel``)."""
+        """Exit after the current turn (at once, with ``cancel``); no restart."""
         self.stopping = True
         if cancel:
             self.cancel_turn()
         self.wake()
+        if self.supervisor is not None:
+            self.supervisor.request_stop()
 
     def kill(self) -> None:
         """Cancel the loop outright (the session stopped or was destroyed)."""
@@ -134,48 +132,40 @@ class ExecutorLoop:
 
     # -- the loop ------------------------------------------------------------------
 
+    @property
+    def restart_count(self) -> int:
+        return self.supervisor.restart_count if self.supervisor is not None else 0
+
+    @property
+    def crashes(self) -> int:
+        return self.supervisor.crash_count if self.supervisor is not None else 0
+
     async def run(self) -> None:
-        """Run and supervise the loop until it exits for good."""
+        """Run the loop under its supervisor until it ends for good."""
         policy = self.options.restart
+        child = ChildSpec(
+            name="executor loop",
+            run=self._incarnation,
+            restart=policy.restart,
+            stop=self.wake,
+            # A stopping loop finishes its turn (detach waits for it); a hung
+            # turn is bounded by turn_timeout, and detach(cancel=True) cancels.
+            shutdown=math.inf,
+        )
+        self.supervisor = Supervisor([child], policy=policy, rng=self.rng, emit=self.emit)
         try:
             with trio.CancelScope() as self._scope:
-                while True:
-                    crash: Exception | None = None
-                    try:
-                        await self._serve()
-                        return  # detached, stopped or replaced: never restarted
-                    except _Exit:
-                        self.emit("supervisor.exited", {"reason": "executor exit"})
-                        if policy.restart is not Restart.PERMANENT:
-                            return
-                    except (ActorStopped, trio.Cancelled):
-                        raise
-                    except Exception as exc:  # a crash of the loop
-                        crash = exc
-                    if self.stopping:
-                        return
-                    if crash is not None:
-                        self.crashes += 1
-                        self.emit("supervisor.crashed", {"error": describe(crash)})
-                        if policy.restart is Restart.TEMPORARY:
-                            await self._give_up(f"executor crashed: {describe(crash)}")
-                            return
-                    now = trio.current_time()
-                    if not may_restart(policy, self.restarts, now):
-                        reason = (
-                            f"more than {policy.max_restarts} restarts within {policy.within} s"
-                            + (f"; last error: {describe(crash)}" if crash else "")
+                try:
+                    await self.supervisor.run()
+                except SupervisorGaveUp as exc:
+                    await self._give_up(exc.reason)
+                else:
+                    if self._crashed and not self.stopping:
+                        # A TEMPORARY loop that crashed is not restarted: the session stops.
+                        assert self.supervisor.last_crash is not None
+                        await self._give_up(
+                            f"executor crashed: {describe(self.supervisor.last_crash)}"
                         )
-                        await self._give_up(reason)
-                        return
-                    delay = next_delay(policy, self.restarts, now, self.rng)
-                    if delay > 0:
-                        await trio.sleep(delay)
-                    if self.stopping:
-                        return
-                    self.restarts.append(trio.current_time())
-                    self.restart_count += 1
-                    self.emit("supervisor.restarted", {"delay": delay, "count": self.restart_count})
         except ActorStopped:
             pass
         finally:
@@ -185,6 +175,19 @@ class ExecutorLoop:
                     await self.session.tell(LoopExited(self))
                 except ActorStopped:
                     self.exited.set()
+
+    async def _incarnation(self) -> None:
+        """One life of the loop: returning is a normal exit, raising a crash."""
+        self._crashed = False
+        try:
+            await self._serve()
+        except _Exit:
+            self.emit("supervisor.exited", {"reason": "executor exit"})
+        except ActorStopped:
+            self.stopping = True
+        except Exception:
+            self._crashed = True
+            raise
 
     async def _give_up(self, reason: str) -> None:
         self.emit("supervisor.gave_up", {"reason": reason})
