@@ -253,7 +253,7 @@ async def memory_view(session: Session) -> SessionView:
     }
     return _view(
         core.record.state.value,
-        core.record.next_seq,
+        core.next_seq,
         core.snapshot_json,
         core.revision,
         list(core.active.values()),

@@ -38,6 +38,9 @@ __all__ = [
 
 
 class InputEvent(enum.Enum):
+    """What happens to an input; the rows of :data:`INPUT_TRANSITIONS`."""
+
+    __hash__ = object.__hash__  # members are singletons; Enum's name hash is slow
     SUPERSEDE = "supersede"
     """A newer input of the same kind and supersession key was accepted."""
     STAGE = "stage"
@@ -92,6 +95,9 @@ def next_input_state(state: InputState, event: InputEvent) -> InputState:
 
 
 class SessionOp(enum.Enum):
+    """Operations on a session; the columns of :data:`SESSION_RULES`."""
+
+    __hash__ = object.__hash__  # members are singletons; Enum's name hash is slow
     SUBMIT = "submit"
     ATTACH = "attach"
     DETACH = "detach"

@@ -147,6 +147,9 @@ class Step:
     """Cancel the running turn (an INTERRUPT input, stop, destroy)."""
     reload: StoredSession | None = None
     """Replace the in-memory state by this stored state (recycle, recover)."""
+    next_seq: int | None = None
+    next_order: int | None = None
+    """New admission counters (kept in memory; see ``SessionCore._load``)."""
 
     def write_set(self, session_id: str) -> WriteSet | None:
         """The write-set of this step, or ``None`` when nothing is durable."""
@@ -215,6 +218,8 @@ class SessionCore:
         "id",
         "limits",
         "record",
+        "next_seq",
+        "next_order",
         "attached",
         "run",
         "snapshot_json",
@@ -236,6 +241,12 @@ class SessionCore:
 
     def _load(self, stored: StoredSession) -> None:
         self.record = stored.record
+        # The counters are kept here and written with lifecycle records; a
+        # submit writes only its input row (stores derive them again on load).
+        self.next_seq = stored.record.next_seq
+        self.next_order = max(
+            [stored.record.next_order, *(r.order + 1 for r in stored.inputs)]
+        )
         self.snapshot_json = stored.snapshot_json
         self.revision = stored.snapshot_revision
         self.active: dict[str, InputRecord] = {}
@@ -314,7 +325,8 @@ class SessionCore:
         return rule
 
     def _evolve_record(self, now: float, **changes: Any) -> SessionRecord:
-        return attrs.evolve(self.record, updated_at=now, **changes)
+        counters = {"next_seq": self.next_seq, "next_order": self.next_order}
+        return attrs.evolve(self.record, updated_at=now, **(counters | changes))
 
     def submit(
         self, inp: Input, *, input_id: str, now: float, internal: bool = False
@@ -355,7 +367,7 @@ class SessionCore:
                 f"session {self.id!r} holds {len(self.active)} non-terminal inputs "
                 f"(max_queued={self.limits.max_queued})"
             )
-        seq, order = self.record.next_seq, self.record.next_order
+        seq, order = self.next_seq, self.next_order
         record = InputRecord(
             session_id=self.id,
             input_id=input_id,
@@ -392,7 +404,8 @@ class SessionCore:
         )
         return Step(
             records=tuple(records),
-            session=self._evolve_record(now, next_seq=seq + 1, next_order=order + 1),
+            next_seq=seq + 1,
+            next_order=order + 1,
             events=tuple(events),
             reply=Accepted(input_id=input_id),
             wake=True,
@@ -560,7 +573,7 @@ class SessionCore:
         """The running turn failed: requeue its inputs behind other queued
         work, or abandon them with ``MAX_ATTEMPTS`` once attempts run out."""
         run = self._current(run_id)
-        next_order = self.record.next_order
+        next_order = self.next_order
         records = []
         for input_id in run.input_ids:
             record = self.active[input_id]
@@ -588,6 +601,7 @@ class SessionCore:
         return Step(
             records=tuple(records),
             session=self._evolve_record(now, next_order=next_order),
+            next_order=next_order,
             lifecycle=True,
             run=None,
             events=(("run.failed", None, run_id, {"error": error}), *_input_events(records)),
@@ -765,6 +779,10 @@ class SessionCore:
             self._load(step.reload)
         if step.session is not None:
             self.record = step.session
+        if step.next_seq is not None:
+            self.next_seq = step.next_seq
+        if step.next_order is not None:
+            self.next_order = step.next_order
         for record in step.records:
             self._adopt(record)
         if step.snapshot is not None:

@@ -51,6 +51,7 @@ MAX_KEY_LENGTH: Final = 1024
 
 class Durability(enum.Enum):
     """Whether an input is written to the store before ``submit`` returns."""
+    __hash__ = object.__hash__  # members are singletons; Enum's name hash is slow
 
     DURABLE = "durable"
     EPHEMERAL = "ephemeral"
@@ -58,6 +59,7 @@ class Durability(enum.Enum):
 
 class Handling(enum.Enum):
     """Which lane an input joins (DESIGN section 4)."""
+    __hash__ = object.__hash__  # members are singletons; Enum's name hash is slow
 
     QUEUE = "queue"
     STEER = "steer"
@@ -66,6 +68,7 @@ class Handling(enum.Enum):
 
 class InputState(enum.Enum):
     """States of one input; the last three are terminal."""
+    __hash__ = object.__hash__  # members are singletons; Enum's name hash is slow
 
     QUEUED = "queued"
     STAGED = "staged"
@@ -84,6 +87,7 @@ _TERMINAL: Final = frozenset({InputState.CONSUMED, InputState.SUPERSEDED, InputS
 
 class AbandonReason(enum.Enum):
     """Why an input was abandoned."""
+    __hash__ = object.__hash__  # members are singletons; Enum's name hash is slow
 
     RETIRED = "retired"
     RESET = "reset"
@@ -94,6 +98,7 @@ class AbandonReason(enum.Enum):
 
 
 class SessionState(enum.Enum):
+    __hash__ = object.__hash__  # members are singletons; Enum's name hash is slow
     """Lifecycle states of a session (DESIGN section 5).
 
     ``ATTACHED`` and ``RUNNING`` exist only in memory; they persist as ``IDLE``.
@@ -113,23 +118,25 @@ _encoder = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(","
 
 
 def _check_keys(value: Any) -> None:
-    stack = [value]
-    seen: set[int] = set()
-    while stack:
-        item = stack.pop()
-        if id(item) in seen:
-            # A container met twice is shared or circular; the encoder
-            # rejects a circular one, and a shared one was checked already.
-            continue
-        seen.add(id(item))
-        if isinstance(item, dict):
-            for key, sub in item.items():
-                if not isinstance(key, str):
-                    raise InputRejected(f"JSON object keys must be str, got {type(key).__name__}")
-                if isinstance(sub, (dict, list, tuple)):
-                    stack.append(sub)
-        elif isinstance(item, (list, tuple)):
-            stack.extend(sub for sub in item if isinstance(sub, (dict, list, tuple)))
+    """Reject non-``str`` object keys, which ``json`` would silently coerce."""
+    if type(value) is dict:
+        for key, sub in value.items():
+            if type(key) is not str and not isinstance(key, str):
+                raise InputRejected(f"JSON object keys must be str, got {type(key).__name__}")
+            kind = type(sub)
+            if kind is dict or kind is list or kind is tuple:
+                _check_keys(sub)
+    elif type(value) is list or type(value) is tuple:
+        for sub in value:
+            kind = type(sub)
+            if kind is dict or kind is list or kind is tuple:
+                _check_keys(sub)
+    elif isinstance(value, (dict, list, tuple)):  # subclasses: the slow path
+        items = value.items() if isinstance(value, dict) else ((None, v) for v in value)
+        for key, sub in items:
+            if isinstance(value, dict) and not isinstance(key, str):
+                raise InputRejected(f"JSON object keys must be str, got {type(key).__name__}")
+            _check_keys(sub)
 
 
 def encode_json(value: Any, *, what: str = "payload") -> str:
@@ -139,14 +146,15 @@ def encode_json(value: Any, *, what: str = "payload") -> str:
         InputRejected: for NaN or infinities, non-``str`` object keys, or any
             value JSON cannot represent.
     """
-    if isinstance(value, (dict, list, tuple)):
-        _check_keys(value)
     try:
+        _check_keys(value)
         text = _encoder.encode(value)
         text.encode("utf-8")
     except InputRejected:
         raise
-    except (TypeError, ValueError, RecursionError, UnicodeError) as exc:
+    except RecursionError:
+        raise InputRejected(f"{what} is circular or nested too deeply") from None
+    except (TypeError, ValueError, UnicodeError) as exc:
         raise InputRejected(f"{what} is not JSON-serializable: {exc}") from None
     return text
 

@@ -255,8 +255,8 @@ class SessionActor(Actor):
         )
         record = attrs.evolve(
             stored.record,
-            next_seq=max(stored.record.next_seq, self.core.record.next_seq),
-            next_order=max(stored.record.next_order, self.core.record.next_order),
+            next_seq=max(stored.record.next_seq, self.core.next_seq),
+            next_order=max(stored.record.next_order, self.core.next_order),
         )
         return attrs.evolve(stored, record=record, inputs=stored.inputs + ephemeral)
 

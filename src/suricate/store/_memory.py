@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import attrs
 import trio
 
 from .._errors import StoreError
@@ -74,8 +75,14 @@ class MemoryStore:
             and r.boundary is not None
             and (session_id, r.run_id, r.boundary) in self._receipts
         )
+        # Submits write only their input row: the counters come from the rows.
+        lifecycle = stored.record
+        if stored.inputs:
+            top = max(r.seq for r in stored.inputs.values())
+            if top >= lifecycle.next_seq:
+                lifecycle = attrs.evolve(lifecycle, next_seq=top + 1)
         return StoredSession(
-            record=stored.record,
+            record=lifecycle,
             snapshot_json=stored.snapshot_json,
             snapshot_revision=stored.revision,
             inputs=tuple(active),

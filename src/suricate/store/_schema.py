@@ -89,15 +89,12 @@ def _v1(db: sqlite_utils.Database) -> None:
         },
         pk=("session_id", "input_id"),
         not_null={"seq", "lane_order", "kind", "state", "attempt", "version"},
+        foreign_keys=[("session_id", "sessions", "session_id")],
     )
     db.table("inputs").create_index(["session_id", "seq"], unique=True)
     db.execute(
         "CREATE UNIQUE INDEX idx_inputs_idempotency ON inputs(session_id, idempotency_key) "
         "WHERE idempotency_key IS NOT NULL"
-    )
-    db.execute(
-        "CREATE INDEX idx_inputs_active ON inputs(session_id, seq) "
-        "WHERE state IN ('queued', 'staged', 'applied')"
     )
     db.table("receipts").create(
         {

@@ -142,8 +142,6 @@ def _apply(conn: sqlite3.Connection, ws: WriteSet) -> None:
             "version = excluded.version",
             session_to_row(ws.session),
         )
-    elif conn.execute("SELECT 1 FROM sessions WHERE session_id = ?", (sid,)).fetchone() is None:
-        raise StoreError(f"session {sid!r} has no lifecycle record")
     if ws.inputs:
         conn.executemany(
             f"INSERT OR REPLACE INTO inputs ({INPUT_COLUMNS}) VALUES ({', '.join('?' * 23)})",
@@ -246,6 +244,12 @@ def _load_session(host: _Connection, session_id: str) -> StoredSession | None:
         if row is None:
             return None
         record, snapshot_json, revision = session_from_row(row)
+        # Submits write only their input row: the counters come from the rows.
+        (top,) = conn.execute(
+            "SELECT MAX(seq) FROM inputs WHERE session_id = ?", (session_id,)
+        ).fetchone()
+        if top is not None and top >= record.next_seq:
+            record = attrs.evolve(record, next_seq=top + 1)
         inputs = tuple(
             input_from_row(r)
             for r in conn.execute(
