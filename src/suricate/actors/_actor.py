@@ -240,8 +240,11 @@ class ActorRef(Generic[T]):
                     else:
                         reply.set(outcome.Value(value))
                 self._processed += 1
-                if mail:  # let others run between messages; an empty mailbox ends the task
-                    await trio.lowlevel.cancel_shielded_checkpoint()
+                # Let others run between messages.  This also lingers one
+                # scheduling round before an empty mailbox ends the task: an
+                # asker that was just answered often sends again within it,
+                # which then costs no new task.
+                await trio.lowlevel.cancel_shielded_checkpoint()
         finally:
             self._running = False
             if self._stopped:
@@ -275,8 +278,7 @@ class ActorRef(Generic[T]):
             if reply is not None:
                 reply.set(result)
         self._processed += len(taken)
-        if self._mail:
-            await trio.lowlevel.cancel_shielded_checkpoint()
+        await trio.lowlevel.cancel_shielded_checkpoint()
 
     def _finish(self) -> None:
         error = ActorStopped(f"actor {self.name} is stopped")
