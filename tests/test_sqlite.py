@@ -83,8 +83,8 @@ async def test_a_turn_commits_snapshot_receipt_results_and_messages_in_one_trans
     assert rows(db, "SELECT snapshot_json, snapshot_revision FROM sessions WHERE session_id='s'") == [
         ('{"done":1}', 1)
     ]
-    assert rows(db, "SELECT target, payload_json, state FROM outbox") == [
-        ("peer", '{"hello":1}', "pending")
+    assert rows(db, "SELECT target, payload_json, run_id FROM outbox") == [
+        ("peer", '{"hello":1}', run_id)
     ]
 
 

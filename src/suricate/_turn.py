@@ -46,11 +46,17 @@ def _check_target(instance: Any, attribute: Any, value: Any) -> None:
 
 @attrs.frozen
 class PeerMessage:
-    """A message to another session, committed with the turn that sends it."""
+    """A message to another session, committed with the turn that sends it.
+
+    With ``reply=True`` it is a request: the target's outcome for it comes
+    back to the sending session as a ``peer_response`` input carrying the
+    same ``correlation_id`` (one is made up when none is given).
+    """
 
     to: str = attrs.field(validator=_check_target)
     payload: Any
     reply: bool = attrs.field(default=False, kw_only=True)
+    correlation_id: str | None = attrs.field(default=None, kw_only=True)
 
 
 @attrs.frozen(kw_only=True)

@@ -32,6 +32,7 @@ from ._errors import (
 from ._events import EventBus, Subscription
 from ._model import (
     Accepted,
+    DeadLetter,
     Deduplicated,
     DestroyReport,
     Input,
@@ -53,6 +54,7 @@ from ._model import (
     recover_step,
 )
 from .actors._actor import ActorRef, spawn
+from .actors._comms import Comms
 from .actors._messages import (
     Attach,
     Detach,
@@ -274,6 +276,7 @@ class Runtime:
         self._rng = rng
         self._sessions: dict[str, Session] = {}
         self._opening: dict[str, trio.Event] = {}
+        self._comms = Comms(store, nursery, bus)
         self.closed = False
 
     def _check_open(self) -> None:
@@ -311,8 +314,10 @@ class Runtime:
             )
             ref = spawn(actor, self._nursery, name=f"session {session_id}")
             actor.ref = ref
+            actor.comms = self._comms
             session = Session(session_id, ref, self)
             self._sessions[session_id] = session
+            self._comms.add(session_id, ref)
             return session
         finally:
             del self._opening[session_id]
@@ -351,6 +356,11 @@ class Runtime:
         except KeyError:
             raise SessionNotFound(f"session {session_id!r} is not open") from None
 
+    async def dead_letters(self) -> list[DeadLetter]:
+        """Every message that could not be delivered, with the reason, oldest first."""
+        self._check_open()
+        return await self.store.dead_letters()
+
     def sessions(self) -> list[Session]:
         """Every open session, in the order they were opened."""
         return list(self._sessions.values())
@@ -386,6 +396,7 @@ class Runtime:
             loop.stop(cancel=True)
         for loop in loops:
             await loop.exited.wait()
+        await self._comms.close()
         self.closed = True
         await self._registry.tell(CloseAll())
         await self._registry.wait_idle()
@@ -472,6 +483,7 @@ async def open_runtime(
                     new_id=id_factory or _default_ids(),
                     rng=random.Random(seed),
                 )
+                await runtime._comms.start()
                 try:
                     yield runtime
                 except BaseException as exc:

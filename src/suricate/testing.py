@@ -17,7 +17,9 @@ import trio
 
 from ._errors import StoreError
 from ._model import (
+    DeadLetter,
     InputRecord,
+    OutboxRow,
     Receipt,
     StoredSession,
     WriteSet,
@@ -112,6 +114,12 @@ class FaultyStore:
 
     async def list_sessions(self) -> list[str]:
         return await self.inner.list_sessions()
+
+    async def load_outbox(self, target: str, *, limit: int = 64) -> list[OutboxRow]:
+        return await self.inner.load_outbox(target, limit=limit)
+
+    async def dead_letters(self) -> list[DeadLetter]:
+        return await self.inner.dead_letters()
 
 
 @attrs.frozen(kw_only=True)

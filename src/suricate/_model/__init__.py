@@ -14,7 +14,9 @@ from ._lifecycle import (
     session_rule,
 )
 from ._records import (
+    DeadLetter,
     OutboxMessage,
+    OutboxRow,
     Receipt,
     SessionRecord,
     SnapshotWrite,
@@ -64,6 +66,7 @@ __all__ = [
     "Abandoned",
     "Accepted",
     "Completed",
+    "DeadLetter",
     "Deduplicated",
     "DestroyReport",
     "Durability",
@@ -76,6 +79,7 @@ __all__ = [
     "Limits",
     "Outcome",
     "OutboxMessage",
+    "OutboxRow",
     "Receipt",
     "RecoveryReport",
     "RecycleReport",

@@ -15,7 +15,9 @@ from .._errors import RecoveryCorruption
 from ._values import RECORD_VERSION, InputRecord, SessionState
 
 __all__ = [
+    "DeadLetter",
     "OutboxMessage",
+    "OutboxRow",
     "Receipt",
     "SessionRecord",
     "SnapshotWrite",
@@ -72,15 +74,43 @@ class Receipt:
 
 @attrs.frozen(kw_only=True)
 class OutboxMessage:
-    """A peer message committed with the turn that sent it (the outbox)."""
+    """A peer message committed with the turn that sent it (the outbox).
+
+    ``kind`` is ``peer_message`` for a message a turn sent, ``peer_response``
+    for the answer to a request (``reply=True``) that the runtime sends when
+    the request's input reaches its outcome.
+    """
 
     session_id: str
-    run_id: str
+    run_id: str | None
     target: str
     payload_json: str
+    kind: str = "peer_message"
     reply: bool = False
     correlation_id: str | None = None
     version: int = RECORD_VERSION
+
+
+@attrs.frozen(kw_only=True)
+class OutboxRow:
+    """A committed outbox message waiting for delivery, with its row id."""
+
+    id: int
+    message: OutboxMessage
+
+
+@attrs.frozen(kw_only=True)
+class DeadLetter:
+    """A message that could not be delivered, and why."""
+
+    id: int
+    session_id: str | None
+    """The sender (``None`` for an external source)."""
+    target: str
+    payload_json: str | None
+    kind: str
+    reason: str
+    at: float = 0.0
 
 
 @attrs.frozen(kw_only=True)
@@ -106,6 +136,12 @@ class WriteSet:
     snapshot: SnapshotWrite | None = None
     receipt: Receipt | None = None
     messages: tuple[OutboxMessage, ...] = ()
+    delivered: tuple[int, ...] = ()
+    """Outbox rows this write-set delivered (as the inputs it admits)."""
+    dead: tuple[tuple[int, str], ...] = ()
+    """Outbox rows that become dead letters, with the reason."""
+    dead_letters: tuple[DeadLetter, ...] = ()
+    """New dead letters that never were in the outbox (malformed envelopes)."""
 
     @property
     def empty(self) -> bool:
@@ -115,6 +151,9 @@ class WriteSet:
             and self.snapshot is None
             and self.receipt is None
             and not self.messages
+            and not self.delivered
+            and not self.dead
+            and not self.dead_letters
         )
 
 

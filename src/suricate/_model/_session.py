@@ -147,6 +147,10 @@ class Step:
     """Cancel the running turn (an INTERRUPT input, stop, destroy)."""
     reload: StoredSession | None = None
     """Replace the in-memory state by this stored state (recycle, recover)."""
+    delivered: tuple[int, ...] = ()
+    """Outbox rows delivered by this step (a peer message admitted)."""
+    dead: tuple[tuple[int, str], ...] = ()
+    """Outbox rows this step turns into dead letters, with the reason."""
     next_seq: int | None = None
     next_order: int | None = None
     """New admission counters (kept in memory; see ``SessionCore._load``)."""
@@ -154,7 +158,9 @@ class Step:
     def write_set(self, session_id: str) -> WriteSet | None:
         """The write-set of this step, or ``None`` when nothing is durable."""
         inputs = tuple(r for r in self.records if r.durability is Durability.DURABLE)
-        durable = bool(inputs or self.snapshot or self.receipt or self.messages)
+        durable = bool(
+            inputs or self.snapshot or self.receipt or self.messages or self.delivered or self.dead
+        )
         if not (durable or self.lifecycle):
             return None
         return WriteSet(
@@ -164,6 +170,8 @@ class Step:
             snapshot=self.snapshot,
             receipt=self.receipt,
             messages=self.messages,
+            delivered=self.delivered,
+            dead=self.dead,
         )
 
     def terminal(self) -> Iterator[InputRecord]:
@@ -329,9 +337,18 @@ class SessionCore:
         return attrs.evolve(self.record, updated_at=now, **(counters | changes))
 
     def submit(
-        self, inp: Input, *, input_id: str, now: float, internal: bool = False
+        self,
+        inp: Input,
+        *,
+        input_id: str,
+        now: float,
+        internal: bool = False,
+        outbox_id: int | None = None,
     ) -> Step:
         """Admit ``inp``.  ``reply`` is :class:`Accepted` or :class:`Deduplicated`.
+
+        ``outbox_id`` names the outbox row this input delivers: the row is
+        marked delivered in the same commit (also when deduplicated).
 
         Raises:
             InputRejected, NotReady, SessionDestroyed, Overloaded.
@@ -361,7 +378,10 @@ class SessionCore:
         key = inp.idempotency_key
         if key is not None and key in self.keys:
             existing = self.keys[key]
-            return Step(reply=Deduplicated(input_id=existing, existing_input_id=existing))
+            return Step(
+                reply=Deduplicated(input_id=existing, existing_input_id=existing),
+                delivered=() if outbox_id is None else (outbox_id,),
+            )
         if len(self.active) >= self.limits.max_queued:
             raise Overloaded(
                 f"session {self.id!r} holds {len(self.active)} non-terminal inputs "
@@ -410,6 +430,7 @@ class SessionCore:
             reply=Accepted(input_id=input_id),
             wake=True,
             cancel_run=cancel,
+            delivered=() if outbox_id is None else (outbox_id,),
         )
 
     def _take(self, *, only_steer: bool, max_batch: int) -> list[InputRecord]:

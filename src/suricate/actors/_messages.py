@@ -22,6 +22,7 @@ __all__ = [
     "GiveUp",
     "InterruptTurn",
     "LoopExited",
+    "MarkDead",
     "Operate",
     "Read",
     "Recover",
@@ -38,6 +39,15 @@ __all__ = [
 class Submit:
     input: Input
     internal: bool = False
+    outbox_id: int | None = None
+
+
+@attrs.frozen
+class MarkDead:
+    """Turn an outbox row addressed to this session into a dead letter."""
+
+    row_id: int
+    reason: str
 
 
 @attrs.frozen

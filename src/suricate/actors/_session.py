@@ -23,6 +23,8 @@ import trio
 from .._errors import InputNotFound, InputRejected, StoreError
 from .._events import Event, EventBus
 from .._model import (
+    Abandoned,
+    Completed,
     Durability,
     InputRecord,
     OutboxMessage,
@@ -47,6 +49,7 @@ from ._messages import (
     GiveUp,
     InterruptTurn,
     LoopExited,
+    MarkDead,
     Operate,
     Read,
     Recover,
@@ -61,6 +64,20 @@ from ._registry import CompletionRegistry, Register, Resolve, Waiter
 __all__ = ["SessionActor", "SessionStats"]
 
 log = logging.getLogger("suricate.session")
+
+
+def _response_payload(input_id: str, outcome: Outcome) -> dict[str, Any]:
+    """The payload of a ``peer_response``: the request's outcome, as JSON."""
+    if isinstance(outcome, Completed):
+        return {"outcome": "completed", "request_input_id": input_id, "result": outcome.result}
+    if isinstance(outcome, Abandoned):
+        return {
+            "outcome": "abandoned",
+            "request_input_id": input_id,
+            "reason": outcome.reason.value,
+            "error": outcome.error,
+        }
+    return {"outcome": "superseded", "request_input_id": input_id, "by": outcome.by}
 
 
 @attrs.frozen(kw_only=True)
@@ -102,11 +119,13 @@ class SessionActor(Actor):
         self.loop_nursery = loop_nursery
         self.rng = rng
         self.loop: Any = None  # ExecutorLoop | None
+        self.comms: Any = None  # Comms | None, set by the runtime
         self.ref: ActorRef[SessionActor] | None = None
         self.restarts = 0
         self.crashes = 0
         self._handlers: dict[type, Callable[[Any], Any]] = {
             Submit: self._submit,
+            MarkDead: self._mark_dead,
             Wait: self._wait,
             Read: self._read,
             TakeTurn: self._take_turn,
@@ -134,6 +153,9 @@ class SessionActor(Actor):
 
     async def _commit(self, step: Step) -> None:
         """Commit ``step``, then adopt it and carry out its effects."""
+        replies = self._replies(step)
+        if replies:
+            step = attrs.evolve(step, messages=step.messages + replies)
         write_set = step.write_set(self.core.id)
         if write_set is not None:
             # No shield needed: a session actor's task is only ever cancelled
@@ -147,6 +169,35 @@ class SessionActor(Actor):
                 raise StoreError(f"commit failed: {exc!r}") from exc
         self.core.apply(step)
         await self._effects(step)
+        if step.messages and self.comms is not None:
+            self.comms.notify(self.core.id, {m.target for m in step.messages}, {})
+
+    def _replies(self, step: Step) -> tuple[OutboxMessage, ...]:
+        """Responses to peer requests that this step brings to their outcome.
+
+        They are committed in the same transaction as the outcome itself: a
+        requester always hears back, exactly once, whatever the outcome.
+        """
+        out = []
+        for record in step.records:
+            if not record.state.terminal or record.kind != "peer_message":
+                continue
+            metadata = record.metadata
+            if not (isinstance(metadata, dict) and metadata.get("reply")):
+                continue
+            outcome = record.outcome()
+            assert outcome is not None
+            out.append(
+                OutboxMessage(
+                    session_id=self.core.id,
+                    run_id=record.run_id,
+                    target=metadata["from"],
+                    payload_json=encode_json(_response_payload(record.input_id, outcome)),
+                    kind="peer_response",
+                    correlation_id=record.correlation_id,
+                )
+            )
+        return tuple(out)
 
     async def _effects(self, step: Step) -> None:
         if step.events and self.bus.active:
@@ -176,11 +227,18 @@ class SessionActor(Actor):
 
     async def _submit(self, message: Submit) -> Any:
         step = self.core.submit(
-            message.input, input_id=self.new_id(), now=time.time(), internal=message.internal
+            message.input,
+            input_id=self.new_id(),
+            now=time.time(),
+            internal=message.internal,
+            outbox_id=message.outbox_id,
         )
-        if step.records:
+        if step.records or step.delivered:
             await self._commit(step)
         return step.reply
+
+    async def _mark_dead(self, message: MarkDead) -> None:
+        await self._commit(Step(dead=((message.row_id, message.reason),)))
 
     async def _record(self, input_id: str) -> InputRecord | None:
         record = self.core.lookup(input_id)
@@ -285,8 +343,11 @@ class SessionActor(Actor):
             rng=self.rng,
             emit=self.emit,
         )
+        revived = self.core.state is SessionState.STOPPED
         step = self.core.operate(SessionOp.ATTACH, now=time.time())
         await self._commit(step)
+        if revived and self.comms is not None:
+            self.comms.kick(self.core.id)
         if self.loop is not None:  # a detached loop still finishing: it is stale now
             self._drop_loop(kill=False)
         self.loop = loop
@@ -366,8 +427,10 @@ class SessionActor(Actor):
                         target=m.to,
                         payload_json=encode_json(m.payload, what="peer message payload"),
                         reply=m.reply,
+                        correlation_id=m.correlation_id
+                        or (f"{message.run_id}:{n}" if m.reply else None),
                     )
-                    for m in result.messages
+                    for n, m in enumerate(result.messages)
                 )
                 step = self.core.commit_turn(
                     message.run_id,

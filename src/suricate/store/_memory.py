@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 import attrs
 import trio
 
 from .._errors import StoreError
 from .._model import (
+    DeadLetter,
     InputRecord,
     OutboxMessage,
+    OutboxRow,
     Receipt,
     SessionRecord,
     StoredSession,
@@ -17,6 +22,18 @@ from .._model import (
 )
 
 __all__ = ["MemoryStore"]
+
+
+def _dead(row: int, message: OutboxMessage, reason: str, at: float) -> DeadLetter:
+    return DeadLetter(
+        id=row,
+        session_id=message.session_id,
+        target=message.target,
+        payload_json=message.payload_json,
+        kind=message.kind,
+        reason=reason,
+        at=at,
+    )
 
 
 class _Stored:
@@ -42,7 +59,10 @@ class MemoryStore:
     def __init__(self) -> None:
         self._sessions: dict[str, _Stored] = {}
         self._receipts: dict[tuple[str, str, int], Receipt] = {}
-        self.outbox: list[OutboxMessage] = []
+        # id -> [message, state ("pending" | "delivered" | "dead"), reason]
+        self._outbox: dict[int, list[Any]] = {}
+        self._dead: list[DeadLetter] = []
+        self._next_row = 1
         self._closed = False
         self.commits = 0
 
@@ -108,6 +128,9 @@ class MemoryStore:
         receipt = write_set.receipt
         if receipt is not None and (sid, receipt.run_id, receipt.sequence) in self._receipts:
             raise StoreError(f"receipt {receipt.run_id}/{receipt.sequence} of {sid!r} exists")
+        for row in (*write_set.delivered, *(row for row, _ in write_set.dead)):
+            if row not in self._outbox:
+                raise StoreError(f"no outbox row {row}")
         if stored is None:
             assert write_set.session is not None
             stored = self._sessions[sid] = _Stored(write_set.session)
@@ -122,7 +145,23 @@ class MemoryStore:
             stored.revision = snapshot.revision
         if receipt is not None:
             self._receipts[sid, receipt.run_id, receipt.sequence] = receipt
-        self.outbox.extend(write_set.messages)
+        for message in write_set.messages:
+            row = self._next_row
+            self._next_row += 1
+            if message.target in self._sessions:
+                self._outbox[row] = [message, "pending", None]
+            else:
+                self._outbox[row] = [message, "dead", "unknown target"]
+                self._dead.append(_dead(row, message, "unknown target", self.now()))
+        for row in write_set.delivered:
+            self._outbox[row][1] = "delivered"
+        for row, reason in write_set.dead:
+            entry = self._outbox[row]
+            entry[1:] = ["dead", reason]
+            self._dead.append(_dead(row, entry[0], reason, self.now()))
+        for letter in write_set.dead_letters:
+            self._dead.append(attrs.evolve(letter, id=self._next_row))
+            self._next_row += 1
         self.commits += 1
 
     async def load_input(self, session_id: str, input_id: str) -> InputRecord | None:
@@ -136,6 +175,28 @@ class MemoryStore:
     async def load_receipt(self, session_id: str, run_id: str, sequence: int) -> Receipt | None:
         await trio.lowlevel.checkpoint()
         return self._receipts.get((session_id, run_id, sequence))
+
+    def now(self) -> float:
+        return time.time()
+
+    @property
+    def outbox(self) -> list[OutboxMessage]:
+        """Every message ever committed to the outbox, in commit order."""
+        return [entry[0] for entry in self._outbox.values()]
+
+    async def load_outbox(self, target: str, *, limit: int = 64) -> list[OutboxRow]:
+        await trio.lowlevel.checkpoint()
+        rows = []
+        for row, (message, state, _) in self._outbox.items():
+            if state == "pending" and message.target == target:
+                rows.append(OutboxRow(id=row, message=message))
+                if len(rows) >= limit:
+                    break
+        return rows
+
+    async def dead_letters(self) -> list[DeadLetter]:
+        await trio.lowlevel.checkpoint()
+        return list(self._dead)
 
     async def list_sessions(self) -> list[str]:
         await trio.lowlevel.checkpoint()

@@ -13,7 +13,7 @@ from typing import Protocol, runtime_checkable
 
 import trio
 
-from .._model import InputRecord, Receipt, StoredSession, WriteSet
+from .._model import DeadLetter, InputRecord, OutboxRow, Receipt, StoredSession, WriteSet
 
 __all__ = ["Store"]
 
@@ -46,3 +46,11 @@ class Store(Protocol):
 
     async def list_sessions(self) -> list[str]:
         """The ids of every stored session."""
+
+    async def load_outbox(self, target: str, *, limit: int = 64) -> list[OutboxRow]:
+        """Up to ``limit`` undelivered outbox rows addressed to ``target``,
+        in commit order.  A message committed to a session the store has
+        never seen is a dead letter from its commit on."""
+
+    async def dead_letters(self) -> list[DeadLetter]:
+        """Every dead letter, oldest first."""

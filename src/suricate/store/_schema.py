@@ -18,11 +18,13 @@ import sqlite_utils
 from .._errors import StoreError
 from .._model import (
     AbandonReason,
+    DeadLetter,
     Durability,
     Handling,
     InputRecord,
     InputState,
     OutboxMessage,
+    OutboxRow,
     Receipt,
     SessionRecord,
     SessionState,
@@ -115,15 +117,19 @@ def _v1(db: sqlite_utils.Database) -> None:
             "run_id": str,
             "target": str,
             "payload_json": str,
+            "kind": str,
             "reply": int,
             "correlation_id": str,
             "state": str,
+            "reason": str,
+            "at": float,
             "version": int,
         },
         pk="id",
-        not_null={"session_id", "target", "payload_json", "state", "version"},
+        not_null={"target", "kind", "state", "version"},
     )
     db.table("outbox").create_index(["target", "state", "id"])
+    db.table("outbox").create_index(["state", "id"])
 
 
 MIGRATIONS: Final[Sequence[Callable[[sqlite_utils.Database], None]]] = (_v1,)
@@ -299,14 +305,53 @@ def receipt_from_row(row: Sequence[Any]) -> Receipt:
     )
 
 
-def outbox_to_row(m: OutboxMessage) -> tuple[Any, ...]:
+OUTBOX_COLUMNS: Final = (
+    "id, session_id, run_id, target, payload_json, kind, reply, correlation_id, state, "
+    "reason, at, version"
+)
+
+
+def outbox_to_row(m: OutboxMessage, state: str, reason: str | None, at: float) -> tuple[Any, ...]:
     return (
         m.session_id,
         m.run_id,
         m.target,
         m.payload_json,
+        m.kind,
         int(m.reply),
         m.correlation_id,
-        "pending",
+        state,
+        reason,
+        at,
         m.version,
+    )
+
+
+def outbox_from_row(row: Sequence[Any]) -> OutboxRow:
+    check_version("outbox", row[11])
+    return OutboxRow(
+        id=row[0],
+        message=OutboxMessage(
+            session_id=row[1],
+            run_id=row[2],
+            target=row[3],
+            payload_json=row[4],
+            kind=row[5],
+            reply=bool(row[6]),
+            correlation_id=row[7],
+            version=row[11],
+        ),
+    )
+
+
+def dead_letter_from_row(row: Sequence[Any]) -> DeadLetter:
+    check_version("outbox", row[11])
+    return DeadLetter(
+        id=row[0],
+        session_id=row[1],
+        target=row[3],
+        payload_json=row[4],
+        kind=row[5],
+        reason=row[9] or "",
+        at=row[10] or 0.0,
     )

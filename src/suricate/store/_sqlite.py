@@ -29,6 +29,7 @@ import json
 import os
 import socket
 import sqlite3
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -39,11 +40,14 @@ import pykka
 import trio
 
 from .._errors import StoreError, StoreLocked
-from .._model import InputRecord, Receipt, StoredSession, WriteSet
+from .._model import DeadLetter, InputRecord, OutboxRow, Receipt, StoredSession, WriteSet
 from ..actors._actor import Actor, ActorRef, spawn
 from ..actors._bridge import ThreadHost, call_on_host
 from ._schema import (
     INPUT_COLUMNS,
+    OUTBOX_COLUMNS,
+    dead_letter_from_row,
+    outbox_from_row,
     SESSION_COLUMNS,
     check_schema,
     input_from_row,
@@ -177,11 +181,30 @@ def _apply(conn: sqlite3.Connection, ws: WriteSet) -> None:
             raise StoreError(
                 f"receipt {receipt.run_id}/{receipt.sequence} of {sid!r} exists"
             ) from None
-    if ws.messages:
-        conn.executemany(
-            "INSERT INTO outbox (session_id, run_id, target, payload_json, reply, "
-            "correlation_id, state, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [outbox_to_row(m) for m in ws.messages],
+    now = time.time()
+    for m in ws.messages:
+        known = conn.execute("SELECT 1 FROM sessions WHERE session_id = ?", (m.target,)).fetchone()
+        state, reason = ("pending", None) if known else ("dead", "unknown target")
+        conn.execute(
+            f"INSERT INTO outbox ({OUTBOX_COLUMNS}) VALUES (NULL, {', '.join('?' * 11)})",
+            outbox_to_row(m, state, reason, now),
+        )
+    for row in ws.delivered:
+        if conn.execute("UPDATE outbox SET state = 'delivered' WHERE id = ?", (row,)).rowcount != 1:
+            raise StoreError(f"no outbox row {row}")
+    for row, reason in ws.dead:
+        cursor = conn.execute(
+            "UPDATE outbox SET state = 'dead', reason = ?, at = ? WHERE id = ?", (reason, now, row)
+        )
+        if cursor.rowcount != 1:
+            raise StoreError(f"no outbox row {row}")
+    for letter in ws.dead_letters:
+        conn.execute(
+            f"INSERT INTO outbox ({OUTBOX_COLUMNS}) VALUES (NULL, {', '.join('?' * 11)})",
+            (
+                letter.session_id, None, letter.target, letter.payload_json, letter.kind, 0,
+                None, "dead", letter.reason, now, 1,
+            ),
         )
 
 
@@ -305,6 +328,26 @@ def _load_receipt(host: _Connection, session_id: str, run_id: str, sequence: int
 
 def _list_sessions(host: _Connection) -> list[str]:
     return [r[0] for r in host.connection().execute("SELECT session_id FROM sessions ORDER BY rowid")]
+
+
+def _load_outbox(host: _Connection, target: str, limit: int) -> list[OutboxRow]:
+    return [
+        outbox_from_row(r)
+        for r in host.connection().execute(
+            f"SELECT {OUTBOX_COLUMNS} FROM outbox WHERE target = ? AND state = 'pending' "
+            "ORDER BY id LIMIT ?",
+            (target, limit),
+        )
+    ]
+
+
+def _dead_letters(host: _Connection) -> list[DeadLetter]:
+    return [
+        dead_letter_from_row(r)
+        for r in host.connection().execute(
+            f"SELECT {OUTBOX_COLUMNS} FROM outbox WHERE state = 'dead' ORDER BY id"
+        )
+    ]
 
 
 def _ping(host: _Connection) -> None:
@@ -511,5 +554,13 @@ class SqliteStore:
 
     async def list_sessions(self) -> list[str]:
         result: list[str] = await self._read(_list_sessions)
+        return result
+
+    async def load_outbox(self, target: str, *, limit: int = 64) -> list[OutboxRow]:
+        result: list[OutboxRow] = await self._read(_load_outbox, target, limit)
+        return result
+
+    async def dead_letters(self) -> list[DeadLetter]:
+        result: list[DeadLetter] = await self._read(_dead_letters)
         return result
 
