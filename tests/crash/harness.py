@@ -74,8 +74,30 @@ async def recover_and_check(db: Path, acks: Path) -> dict[str, int]:
                     assert record is not None, f"acknowledged input {input_id} was lost"
                     outcome = await s.wait(input_id)
                     outcomes[type(outcome).__name__] += 1
+        # Every committed peer message is delivered once the drains settle.
+        with trio.fail_after(60):
+            while True:
+                for drain in list(rt._comms.drains.values()):
+                    await drain.idle.wait()
+                waiting = [s for s in rt.sessions() if await rt.store.load_outbox(s.id, limit=1)]
+                if not waiting:
+                    break
+                for s in waiting:
+                    rt._comms.kick(s.id)
     conn = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)
     try:
+        rows = conn.execute("SELECT id, session_id, run_id, state FROM outbox").fetchall()
+        assert all(state == "delivered" for _, _, _, state in rows), "undelivered outbox rows"
+        for row_id, sender, run_id, _ in rows:
+            (copies,) = conn.execute(
+                "SELECT count(*) FROM inputs WHERE idempotency_key = ?", (f"suricate:outbox:{row_id}",)
+            ).fetchone()
+            assert copies == 1, f"outbox row {row_id} delivered {copies} times"
+            (committed,) = conn.execute(
+                "SELECT count(*) FROM receipts WHERE session_id = ? AND run_id = ?", (sender, run_id)
+            ).fetchone()
+            assert committed, f"outbox row {row_id} comes from a turn that never committed"
+        outcomes["messages"] = len(rows)
         seen: collections.Counter[str] = collections.Counter()
         for (input_ids,) in conn.execute("SELECT input_ids_json FROM receipts"):
             seen.update(json.loads(input_ids))

@@ -3,7 +3,8 @@
 Usage: python workload.py DB ACK_LOG EFFECTS_LOG SEED
 
 Opens the SQLite store at DB, runs concurrent submitters over several
-sessions with an executor whose side effects are appended to EFFECTS_LOG
+sessions with an executor that also sends peer messages to other sessions,
+and whose side effects are appended to EFFECTS_LOG
 (one line per (run_id, input_id): idempotent by key), and appends each input
 id to ACK_LOG only after ``submit`` returned for it.  Writes go straight to
 the kernel (``os.write``), so a SIGKILL loses nothing that was logged.
@@ -37,7 +38,14 @@ def main() -> None:
         if rng.random() < 0.05:
             raise RuntimeError("flaky agent")
         count = (turn.snapshot or {}).get("turns", 0) + 1
-        return suricate.TurnResult(snapshot={"turns": count}, result=[i.payload for i in turn.inputs])
+        messages = []
+        for inp in turn.inputs:
+            if inp.kind == "prompt" and rng.random() < 0.3:
+                target = f"agent-{rng.randrange(SESSIONS)}"
+                messages.append(suricate.PeerMessage(target, {"about": inp.input_id}))
+        return suricate.TurnResult(
+            snapshot={"turns": count}, result=[i.payload for i in turn.inputs], messages=messages
+        )
 
     async def submitter(s: suricate.Session, who: int) -> None:
         n = 0
