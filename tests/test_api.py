@@ -5,13 +5,13 @@ def test_public_names_are_pinned() -> None:
     assert sorted(suricate.__all__) == sorted(
         [
             "AbandonReason", "Abandoned", "Accepted", "ActorStopped", "Backoff", "Completed",
-            "Deduplicated", "DestroyReport", "Durability", "Event", "ExecutorExit", "Fatal",
+            "DeadLetter", "Deduplicated", "DestroyReport", "DrainExit", "DrainMode", "Durability", "Event", "ExecutorExit", "Fatal",
             "Handling", "IllegalTransition", "Input", "InputNotFound", "InputRecord",
             "InputRejected", "InputState", "MemoryStore", "NotReady", "Outcome", "Overloaded",
             "PeerMessage", "Receipt", "RecoveryCorruption", "RecoveryReport", "RecycleReport",
             "ResetReport", "Restart", "RestartPolicy", "RetireReport", "Runtime",
             "RuntimeClosed", "RuntimeCrashed", "RuntimeStats", "Session", "SessionDestroyed",
-            "SessionNotFound", "SessionState", "SessionStats", "StopReport", "Store",
+            "SessionNotFound", "SessionState", "SessionStats", "SourceDrain", "StopReport", "Store",
             "StoreError", "StoreLocked", "Strategy", "Superseded", "SuricateError",
             "ThreadExecutor", "Turn", "TurnResult", "WaitTimeout", "open_runtime",
         ]

@@ -22,7 +22,7 @@ async def test_many_sessions_and_submitters_complete_every_input_exactly_once(rt
             ack = await s.submit({"who": who, "i": i}, idempotency_key=f"{who}-{i}")
             submitted.append((s.id, ack.input_id))
             mine.append(ack.input_id)
-            await trio.sleep(0)
+            await trio.lowlevel.checkpoint()  # interleave with the other tasks
         for input_id in mine:
             outcomes.append(await s.wait(input_id))
 
@@ -66,14 +66,14 @@ async def test_destroy_racing_with_submits_loses_and_hangs_nothing(rt, store) ->
                 refused += 1
             else:
                 accepted.append(ack.input_id)
-            await trio.sleep(0)
+            await trio.lowlevel.checkpoint()  # interleave with the other tasks
 
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
             for who in range(10):
                 nursery.start_soon(submitter, who)
             for _ in range(30):
-                await trio.sleep(0)
+                await trio.lowlevel.checkpoint()  # interleave with the other tasks
             report = await s.destroy()
         outcomes = [await s.wait(i) for i in accepted]
     assert len(accepted) + refused == 200

@@ -135,8 +135,7 @@ async def test_steer_inputs_run_before_queued_ones(rt) -> None:
     await s.attach(ex)
     with trio.fail_after(5):
         await s.wait(steer.input_id)
-        while len(ex.turns) < 3:
-            await trio.sleep(0)
+        await ex.wait_finished(3)
     assert ex.payloads == [{"s": 1}, {"q": 1}, {"q": 2}]
 
 
@@ -166,17 +165,18 @@ async def test_interrupt_with_no_turn_running_acts_as_steer(rt) -> None:
     ex = ScriptedExecutor()
     await s.attach(ex)
     with trio.fail_after(5):
-        while len(ex.turns) < 2:
-            await trio.sleep(0)
+        await ex.wait_finished(2)
     assert ex.payloads == [{"i": 1}, {"q": 1}]
 
 
 async def test_checkpoint_applies_inputs_and_hands_steered_inputs_to_the_turn(rt) -> None:
     s = await rt.open_session("s")
     gate = trio.Event()
+    started = trio.Event()
     joined: list[list[object]] = []
 
     async def executor(turn: suricate.Turn) -> TurnResult:
+        started.set()
         await gate.wait()
         more = await turn.checkpoint(snapshot={"step": 1}, results={turn.inputs[0].input_id: "half"})
         joined.append([i.payload for i in more])
@@ -185,8 +185,8 @@ async def test_checkpoint_applies_inputs_and_hands_steered_inputs_to_the_turn(rt
     await s.attach(executor)
     first = await s.submit({"q": 1})
     with trio.fail_after(5):
-        while (await s.state()) is not SessionState.RUNNING:
-            await trio.sleep(0)
+        await started.wait()
+        assert await s.state() is SessionState.RUNNING
         steer = await s.submit({"s": 1}, handling="steer")
         gate.set()
         assert await s.wait(first.input_id) == Completed(input_id=first.input_id, result="done")
@@ -527,16 +527,18 @@ async def test_ephemeral_inputs_vanish_on_restart(store_factory, ids) -> None:
 async def test_shutdown_grace_lets_a_turn_in_flight_commit(ids, autojump_clock) -> None:
     store = MemoryStore()
 
+    started = trio.Event()
+
     async def slow(turn: suricate.Turn) -> TurnResult:
-        await trio.sleep(1)
+        started.set()
+        await trio.sleep(1)  # the turn's own work, in virtual time
         return TurnResult(result="late")
 
     async with suricate.open_runtime(store, id_factory=ids, shutdown_grace=5) as rt:
         s = await rt.open_session("s")
         await s.attach(slow)
         ack = await s.submit({"x": 1})
-        while (await s.state()) is not SessionState.RUNNING:
-            await trio.sleep(0)
+        await started.wait()
     assert (await store.load_input("s", ack.input_id)).state is InputState.CONSUMED
 
 

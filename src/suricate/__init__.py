@@ -49,10 +49,18 @@ from ._model import (
     StopReport,
     Superseded,
 )
-from ._model import Receipt
+from ._model import DeadLetter, Receipt
 from ._turn import ExecutorExit, Fatal, PeerMessage, Turn, TurnResult
 from .actors import SessionStats
-from .runtime import Runtime, RuntimeStats, Session, open_runtime
+from .runtime import (
+    DrainExit,
+    DrainMode,
+    Runtime,
+    RuntimeStats,
+    Session,
+    SourceDrain,
+    open_runtime,
+)
 from .store import MemoryStore, Store
 from .supervision import Backoff, Restart, RestartPolicy, Strategy, ThreadExecutor
 
@@ -64,7 +72,10 @@ __all__ = [
     "Backoff",
     "Completed",
     "Deduplicated",
+    "DeadLetter",
     "DestroyReport",
+    "DrainExit",
+    "DrainMode",
     "Durability",
     "Event",
     "ExecutorExit",
@@ -98,6 +109,7 @@ __all__ = [
     "SessionNotFound",
     "SessionState",
     "SessionStats",
+    "SourceDrain",
     "StopReport",
     "Store",
     "StoreError",

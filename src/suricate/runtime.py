@@ -14,7 +14,7 @@ import itertools
 import os
 import random
 import uuid
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -55,6 +55,7 @@ from ._model import (
 )
 from .actors._actor import ActorRef, spawn
 from .actors._comms import Comms
+from .actors._sources import DrainExit, DrainMode, SourceDrain
 from .actors._messages import (
     Attach,
     Detach,
@@ -71,7 +72,15 @@ from .store import MemoryStore, SqliteStore, Store
 from .supervision._loop import LoopOptions
 from .supervision._policy import Backoff, RestartPolicy
 
-__all__ = ["Runtime", "RuntimeStats", "Session", "open_runtime"]
+__all__ = [
+    "DrainExit",
+    "DrainMode",
+    "Runtime",
+    "RuntimeStats",
+    "Session",
+    "SourceDrain",
+    "open_runtime",
+]
 
 
 @attrs.frozen(kw_only=True)
@@ -234,6 +243,56 @@ class Session:
         """Apply the recovery rules to the stored state (DESIGN section 7)."""
         return await self._ask(Recover())  # type: ignore[no-any-return]
 
+    def drain_from(
+        self,
+        source_factory: Callable[[], AsyncIterable[Any]],
+        *,
+        mode: DrainMode = DrainMode.TIMED,
+        idle_timeout: float | None = 60.0,
+        name: str | None = None,
+        restart: RestartPolicy | None = None,
+    ) -> SourceDrain:
+        """Start draining an external source into this session.
+
+        Args:
+            source_factory: returns an async iterable of envelopes (``id``,
+                ``payload``, ``async ack()``, optionally ``kind``); called
+                again when a ``PERSISTENT`` drain restarts.
+            mode: ``TIMED`` (exits after ``idle_timeout`` s of silence) or
+                ``PERSISTENT`` (restarted per ``restart`` after a failure).
+            name: names the source in idempotency keys (``suricate:source:<name>:<id>``)
+                and events; give a stable name so redeliveries deduplicate
+                across restarts of the process.
+
+        Returns:
+            The running :class:`SourceDrain`: ``await drain.wait()`` for its
+            exit reason, ``drain.dismiss()`` to end it.
+
+        Raises:
+            InputRejected: bad arguments.  RuntimeClosed.
+        """
+        self._runtime._check_open()
+        if not callable(source_factory):
+            raise InputRejected("source_factory must be callable")
+        if not isinstance(mode, DrainMode):
+            raise InputRejected(f"mode must be a DrainMode, got {mode!r}")
+        if mode is DrainMode.TIMED and (idle_timeout is None or idle_timeout <= 0):
+            raise InputRejected("a TIMED drain needs an idle_timeout > 0")
+        drain = SourceDrain(
+            session_id=self.id,
+            ref=self._ref,
+            factory=source_factory,
+            name=name or str(getattr(source_factory, "__name__", "source")),
+            mode=mode,
+            idle_timeout=idle_timeout,
+            restart=restart or RestartPolicy(),
+            bus=self._runtime._bus,
+            rng=self._runtime._rng,
+        )
+        self._runtime._sources.add(drain)
+        self._runtime._nursery.start_soon(self._runtime._run_source, drain)
+        return drain
+
 
 def _as_input(value: Any, fields: dict[str, Any]) -> Input:
     if isinstance(value, Input):
@@ -277,7 +336,14 @@ class Runtime:
         self._sessions: dict[str, Session] = {}
         self._opening: dict[str, trio.Event] = {}
         self._comms = Comms(store, nursery, bus)
+        self._sources: set[SourceDrain] = set()
         self.closed = False
+
+    async def _run_source(self, drain: SourceDrain) -> None:
+        try:
+            await drain.run()
+        finally:
+            self._sources.discard(drain)
 
     def _check_open(self) -> None:
         if self.closed:
@@ -397,6 +463,10 @@ class Runtime:
         for loop in loops:
             await loop.exited.wait()
         await self._comms.close()
+        for drain in list(self._sources):
+            drain.abort()
+        for drain in list(self._sources):
+            await drain.wait()
         self.closed = True
         await self._registry.tell(CloseAll())
         await self._registry.wait_idle()

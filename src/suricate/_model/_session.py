@@ -41,6 +41,7 @@ from ._lifecycle import (
     session_rule,
 )
 from ._records import (
+    DeadLetter,
     OutboxMessage,
     Receipt,
     SessionRecord,
@@ -151,6 +152,8 @@ class Step:
     """Outbox rows delivered by this step (a peer message admitted)."""
     dead: tuple[tuple[int, str], ...] = ()
     """Outbox rows this step turns into dead letters, with the reason."""
+    dead_letters: tuple[DeadLetter, ...] = ()
+    """New dead letters from outside the outbox (malformed envelopes)."""
     next_seq: int | None = None
     next_order: int | None = None
     """New admission counters (kept in memory; see ``SessionCore._load``)."""
@@ -159,7 +162,13 @@ class Step:
         """The write-set of this step, or ``None`` when nothing is durable."""
         inputs = tuple(r for r in self.records if r.durability is Durability.DURABLE)
         durable = bool(
-            inputs or self.snapshot or self.receipt or self.messages or self.delivered or self.dead
+            inputs
+            or self.snapshot
+            or self.receipt
+            or self.messages
+            or self.delivered
+            or self.dead
+            or self.dead_letters
         )
         if not (durable or self.lifecycle):
             return None
@@ -172,6 +181,7 @@ class Step:
             messages=self.messages,
             delivered=self.delivered,
             dead=self.dead,
+            dead_letters=self.dead_letters,
         )
 
     def terminal(self) -> Iterator[InputRecord]:

@@ -7,13 +7,14 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from .._model import UNCHANGED, Input, InputRecord, RunState, SessionOp
+from .._model import UNCHANGED, DeadLetter, Input, InputRecord, RunState, SessionOp
 
 if TYPE_CHECKING:
     from .._turn import TurnResult
     from ..supervision._loop import ExecutorLoop, LoopOptions
 
 __all__ = [
+    "AddDeadLetter",
     "Attach",
     "CheckpointTurn",
     "CommitTurn",
@@ -40,6 +41,13 @@ class Submit:
     input: Input
     internal: bool = False
     outbox_id: int | None = None
+
+
+@attrs.frozen
+class AddDeadLetter:
+    """Record a dead letter from outside the outbox (a malformed envelope)."""
+
+    letter: DeadLetter
 
 
 @attrs.frozen

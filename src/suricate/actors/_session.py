@@ -41,6 +41,7 @@ from ..store import Store
 from ._actor import Actor, ActorRef
 from ._messages import (
     STOP,
+    AddDeadLetter,
     Attach,
     CheckpointTurn,
     CommitTurn,
@@ -126,6 +127,7 @@ class SessionActor(Actor):
         self._handlers: dict[type, Callable[[Any], Any]] = {
             Submit: self._submit,
             MarkDead: self._mark_dead,
+            AddDeadLetter: self._add_dead_letter,
             Wait: self._wait,
             Read: self._read,
             TakeTurn: self._take_turn,
@@ -239,6 +241,9 @@ class SessionActor(Actor):
 
     async def _mark_dead(self, message: MarkDead) -> None:
         await self._commit(Step(dead=((message.row_id, message.reason),)))
+
+    async def _add_dead_letter(self, message: AddDeadLetter) -> None:
+        await self._commit(Step(dead_letters=(message.letter,)))
 
     async def _record(self, input_id: str) -> InputRecord | None:
         record = self.core.lookup(input_id)
