@@ -566,6 +566,8 @@ async def open_runtime(
         internal = _without(group, body_error)
         if internal is None and body_error is not None:
             raise body_error from None
+        if isinstance(internal, KeyboardInterrupt):
+            raise internal from None
         if internal is not None:
             raise RuntimeCrashed(f"the runtime crashed: {internal!r}") from internal
     if body_error is not None:

@@ -209,6 +209,7 @@ class ActorRef(Generic[T]):
         reply.abandoned = True
         raise WaitTimeout(f"{self.name} did not answer within {timeout} s")
 
+    @trio.lowlevel.enable_ki_protection  # Ctrl-C goes to the embedding task
     async def _serve(self) -> None:
         mail = self._mail
         actor = self.actor

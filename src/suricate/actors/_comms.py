@@ -89,6 +89,7 @@ class CommsDrain:
         self.scope = trio.CancelScope()
         self.comms.nursery.start_soon(self._run, name=f"comms drain {self.session_id}")
 
+    @trio.lowlevel.enable_ki_protection  # Ctrl-C goes to the embedding task
     async def _run(self) -> None:
         try:
             with self.scope:

@@ -122,6 +122,7 @@ class SourceDrain:
         assert self.reason is not None
         return self.reason
 
+    @trio.lowlevel.enable_ki_protection  # Ctrl-C goes to the embedding task
     async def run(self) -> None:
         reason = DrainExit.ABORTED
         try:

@@ -140,6 +140,7 @@ class ExecutorLoop:
     def crashes(self) -> int:
         return self.supervisor.crash_count if self.supervisor is not None else 0
 
+    @trio.lowlevel.enable_ki_protection  # Ctrl-C goes to the embedding task
     async def run(self) -> None:
         """Run the loop under its supervisor until it ends for good."""
         policy = self.options.restart

@@ -163,6 +163,7 @@ class Supervisor:
         child.stopping = False
         await self._nursery.start(self._body, child, name=child.spec.name)
 
+    @trio.lowlevel.enable_ki_protection  # Ctrl-C goes to the embedding task
     async def _body(
         self, child: _Child, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:

@@ -1,0 +1,139 @@
+"""The ``suricate`` console script, run for real in subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+SCRIPT = shutil.which("suricate") or str(Path(sys.executable).with_name("suricate"))
+
+
+def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [SCRIPT, *args], capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+
+
+@pytest.fixture(scope="module")
+def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    db = tmp_path_factory.mktemp("cli") / "demo.db"
+    proc = run("demo", "--db", str(db), "--sessions", "3", "--inputs", "20", "--think", "0")
+    assert proc.returncode == 0, proc.stderr
+    assert "summary: 60 of 60 inputs completed" in proc.stdout
+    return db
+
+
+def test_inspect_lists_every_session_as_json(demo_db) -> None:
+    proc = run("inspect", str(demo_db), "--json")
+    assert proc.returncode == 0, proc.stderr
+    sessions = json.loads(proc.stdout)
+    assert [s["session"] for s in sessions] == ["agent-0", "agent-1", "agent-2"]
+    assert all(s["state"] == "idle" and s["consumed"] >= 20 for s in sessions)
+    table = run("inspect", str(demo_db))
+    assert table.returncode == 0 and "agent-2" in table.stdout
+
+
+def test_inputs_show_and_receipts_agree(demo_db) -> None:
+    listed = json.loads(run("inputs", str(demo_db), "agent-1", "--state", "consumed", "--json").stdout)
+    assert len(listed) >= 20 and all(i["state"] == "consumed" for i in listed)
+    first = listed[0]
+    shown = run("show", str(demo_db), "agent-1", first["input_id"], "--json")
+    assert shown.returncode == 0, shown.stderr
+    detail = json.loads(shown.stdout)
+    assert [h["state"] for h in detail["history"]][0] == "queued"
+    assert detail["history"][-1]["state"] == "consumed"
+    assert detail["outcome"]["type"] == "Completed"
+    receipts = json.loads(run("receipts", str(demo_db), "agent-1", "--json").stdout)
+    assert any(first["input_id"] in r["inputs"] for r in receipts)
+    assert "history:" in run("show", str(demo_db), "agent-1", first["input_id"]).stdout
+
+
+def test_recover_prints_its_report(demo_db, tmp_path) -> None:
+    db = tmp_path / "copy.db"
+    shutil.copy(demo_db, db)
+    proc = run("recover", str(db), "--json")
+    assert proc.returncode == 0, proc.stderr
+    reports = json.loads(proc.stdout)
+    assert [r["session"] for r in reports] == ["agent-0", "agent-1", "agent-2"]
+    assert all(r["abandoned"] == 0 for r in reports)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("inspect", "{missing}"), "no such file"),
+        (("inspect", "{text}"), "not a SQLite database"),
+        (("inspect", "{other}"), "not a suricate database"),
+        (("inputs", "{db}", "nobody"), "unknown session 'nobody'"),
+        (("show", "{db}", "agent-0", "no-such-input"), "has no input 'no-such-input'"),
+        (("receipts", "{db}", "nobody"), "unknown session"),
+        (("recover", "{db}", "nobody"), "unknown session"),
+    ],
+)
+def test_bad_arguments_get_a_clear_message_and_a_nonzero_exit(demo_db, tmp_path, args, message) -> None:
+    text = tmp_path / "notes.db"
+    text.write_text("just some text\n" * 50)
+    other = tmp_path / "other.db"
+    import sqlite3
+
+    conn = sqlite3.connect(other)
+    conn.execute("CREATE TABLE t (x)")
+    conn.commit()
+    conn.close()
+    paths = {"missing": str(tmp_path / "missing.db"), "text": str(text), "other": str(other), "db": str(demo_db)}
+    proc = run(*(a.format(**paths) for a in args))
+    assert proc.returncode != 0
+    assert message in proc.stderr
+
+
+def test_read_only_commands_work_while_a_daemon_owns_the_file(tmp_path) -> None:
+    db = tmp_path / "live.db"
+    daemon = subprocess.Popen(
+        [SCRIPT, "demo", "--db", str(db), "--sessions", "2", "--inputs", "400", "--think", "0.01"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert daemon.stdout is not None
+        for line in daemon.stdout:
+            if line.startswith("phase: submitting"):
+                break
+        proc = run("inspect", str(db), "--json")
+        assert proc.returncode == 0, proc.stderr
+        assert {s["session"] for s in json.loads(proc.stdout)} == {"agent-0", "agent-1"}
+        locked = run("recover", str(db))
+        assert locked.returncode != 0 and "owned by another runtime" in locked.stderr
+    finally:
+        daemon.send_signal(signal.SIGINT)
+        daemon.wait(timeout=60)
+        daemon.stdout.close()
+
+
+def test_an_interrupted_demo_resumes_on_rerun_and_completes_everything(tmp_path) -> None:
+    db = tmp_path / "resume.db"
+    args = ["demo", "--db", str(db), "--sessions", "4", "--inputs", "150", "--think", "0.01"]
+    first = subprocess.Popen([SCRIPT, *args], stdout=subprocess.PIPE, text=True)
+    assert first.stdout is not None
+    lines = []
+    for line in first.stdout:
+        lines.append(line)
+        if line.startswith("phase: completing"):
+            break
+    time.sleep(0.3)  # let it work a little past the phase change: an arbitrary midway point
+    first.send_signal(signal.SIGINT)
+    rest = first.stdout.read()
+    first.stdout.close()
+    assert first.wait(timeout=60) == 130
+    assert "interrupted" in rest
+    second = run(*args)
+    assert second.returncode == 0, second.stderr
+    assert "recovered" in second.stdout
+    assert "summary: 600 of 600 inputs completed" in second.stdout
