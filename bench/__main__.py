@@ -2,7 +2,9 @@
 
 Every figure is a ratio of suricate against a baseline measured in the same
 run on the same machine; each side is the median of ``--repeat`` runs after a
-warm-up, reported with its min and max.
+warm-up, reported with its min and max.  Figures without a baseline
+(``idle_session_kib``, ``recovery_s_100k``) report the value itself as their
+ratio.  ``turns_vs_langgraph`` needs the ``bench`` extra.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 import trio
 
-from . import baselines, suricate_side
+from . import baselines, peers, scale, suricate_side
 
 
 def _fresh(tmp: Path, name: str) -> Path:
@@ -91,6 +93,16 @@ FIGURES = {
     "durable_submit": lambda a, tmp: durable_submit_figures(tmp, a.repeat, a.seconds, a.quick),
     "ack_latency": lambda a, tmp: ack_latency_figure(tmp, a.repeat, a.quick),
     "memory_submit": lambda a, tmp: memory_submit_figure(a.repeat, a.seconds),
+    "turns_vs_langgraph": lambda a, tmp: peers.turns_vs_langgraph(tmp, a.repeat, a.seconds, _measure, _fresh),
+    "turns_vs_pykka": lambda a, tmp: peers.turns_vs_pykka(tmp, a.repeat, a.seconds, _measure, _fresh),
+    "idle_session_kib": lambda a, tmp: scale.idle_session_figure(a.repeat, a.quick, _measure),
+    "recovery_s_100k": lambda a, tmp: scale.recovery_figure(tmp, a.repeat, a.quick, _measure, _fresh),
+}
+
+#: Figures that need something outside the core dependencies: a check that
+#: returns why it cannot run, or None.  Checked before any figure runs.
+REQUIRES: dict[str, Callable[[], str | None]] = {
+    "turns_vs_langgraph": peers.require_langgraph,
 }
 
 
@@ -100,8 +112,9 @@ def _table(results: dict[str, Any]) -> str:
         "|---|---|---|---|",
     ]
     for name, fig in results.items():
-        sides = [v for k, v in fig.items() if k != "ratio"]
+        sides = [v for v in fig.values() if isinstance(v, dict) and "median" in v]
         cells = [f"{s['median']:.6g} ({s['min']:.6g}-{s['max']:.6g})" for s in sides]
+        cells += ["(no baseline)"] * (2 - len(cells))
         lines.append(f"| {name} | {fig['ratio']:.3f} | {cells[0]} | {cells[1]} |")
     return "\n".join(lines)
 
@@ -116,6 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.repeat = args.repeat or (3 if args.quick else 5)
     args.seconds = args.seconds or (0.5 if args.quick else 2.0)
+    for name in args.only or FIGURES:
+        problem = REQUIRES[name]() if name in REQUIRES else None
+        if problem is not None:
+            print(f"python -m bench: cannot run {name}: {problem}", file=sys.stderr)
+            return 2
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
         for name in args.only or FIGURES:
