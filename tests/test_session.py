@@ -595,3 +595,15 @@ async def test_a_stalled_subscriber_lags_and_never_blocks_the_runtime(store, ids
             assert first.kind == "lagged" and first.data == {"dropped": 6}
             rest = [await events.__anext__() for _ in range(4)]
     assert [e.kind for e in rest] == ["input.accepted"] * 4
+
+
+async def test_failures_are_logged_with_their_ids(rt, caplog) -> None:
+    import logging
+
+    s = await rt.open_session("s")
+    await s.attach(ScriptedExecutor(fail_times=1, error=ValueError("flaky")))
+    with caplog.at_level(logging.WARNING, logger="suricate"), trio.fail_after(5):
+        await s.ask({"x": 1})
+    (record,) = [r for r in caplog.records if r.suricate_event == "run.failed"]
+    assert record.session_id == "s" and record.run_id
+    assert "ValueError: flaky" in record.getMessage()

@@ -379,3 +379,15 @@ async def test_corrupt_records_fail_closed(db, corruption) -> None:
     async with suricate.open_runtime(db) as rt:
         with pytest.raises(suricate.RecoveryCorruption):
             await rt.open_session("s")
+
+
+async def test_runtime_stats_report_group_commit_batches(db) -> None:
+    async with suricate.open_runtime(db) as rt:
+        sessions = [await rt.open_session(f"s{n}") for n in range(8)]
+        async with trio.open_nursery() as nursery:
+            for s in sessions:
+                nursery.start_soon(s.submit, {"x": 1})
+        stats = await rt.stats()
+    assert stats.store.write_sets >= 16  # 8 session records, 8 inputs
+    assert stats.store.batches <= stats.store.write_sets
+    assert stats.store.failed_write_sets == 0

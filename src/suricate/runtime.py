@@ -92,6 +92,9 @@ class RuntimeStats:
     """Sessions whose actor holds a task right now (the rest are passivated)."""
     waiters: int
     registry_mailbox_depth: int
+    store: Any = None
+    """The store's own figures (``StoreStatistics`` for SQLite: group commit
+    batches, write-sets, largest batch, failed write-sets), if it has any."""
 
 
 class Session:
@@ -447,6 +450,7 @@ class Runtime:
             sessions_active=sum(1 for s in self._sessions.values() if s._ref.statistics().active),
             waiters=registry.pending(),
             registry_mailbox_depth=self._registry.statistics().mailbox_depth,
+            store=_store_statistics(self.store),
         )
 
     async def _shutdown(self, grace: float) -> None:
@@ -476,6 +480,13 @@ class Runtime:
             await session._ref.wait_idle()
         self._registry.stop()
         self._bus.close()
+
+
+def _store_statistics(store: Any) -> Any:
+    while not callable(getattr(store, "statistics", None)) and hasattr(store, "inner"):
+        store = store.inner  # a wrapper such as FaultyStore
+    statistics = getattr(store, "statistics", None)
+    return statistics() if callable(statistics) else None
 
 
 def _default_ids() -> Callable[[], str]:

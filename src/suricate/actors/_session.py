@@ -67,6 +67,34 @@ __all__ = ["SessionActor", "SessionStats"]
 log = logging.getLogger("suricate.session")
 
 
+#: Events logged at WARNING (or ERROR); the rest at DEBUG.
+_NOTABLE = {
+    "run.failed": logging.WARNING,
+    "supervisor.crashed": logging.WARNING,
+    "supervisor.gave_up": logging.ERROR,
+    "dead_letter": logging.WARNING,
+}
+
+
+def _log(kind: str, session_id: str, input_id: str | None, run_id: str | None, data: Any) -> None:
+    """Log one event through ``logging`` with its ids as structured context."""
+    level = _NOTABLE.get(kind, logging.DEBUG)
+    if kind == "input.abandoned" and data.get("reason") == "max_attempts":
+        level = logging.WARNING
+    if log.isEnabledFor(level):
+        log.log(
+            level,
+            "%s session=%s input=%s run=%s %s",
+            kind, session_id, input_id, run_id, data,
+            extra={
+                "suricate_event": kind,
+                "session_id": session_id,
+                "input_id": input_id,
+                "run_id": run_id,
+            },
+        )
+
+
 def _response_payload(input_id: str, outcome: Outcome) -> dict[str, Any]:
     """The payload of a ``peer_response``: the request's outcome, as JSON."""
     if isinstance(outcome, Completed):
@@ -202,13 +230,20 @@ class SessionActor(Actor):
         return tuple(out)
 
     async def _effects(self, step: Step) -> None:
-        if step.events and self.bus.active:
-            now = time.time()
-            sid = self.core.id
-            for kind, input_id, run_id, data in step.events:
-                self.bus.publish(
-                    Event(kind=kind, session_id=sid, input_id=input_id, run_id=run_id, data=data, at=now)
-                )
+        if step.events:
+            if self.bus.active:
+                now = time.time()
+                sid = self.core.id
+                for kind, input_id, run_id, data in step.events:
+                    self.bus.publish(
+                        Event(
+                            kind=kind, session_id=sid, input_id=input_id, run_id=run_id,
+                            data=data, at=now,
+                        )
+                    )
+            if log.isEnabledFor(logging.DEBUG) or any(e[0] in _NOTABLE for e in step.events):
+                for kind, input_id, run_id, data in step.events:
+                    _log(kind, self.core.id, input_id, run_id, data)
         outcomes: list[Outcome] = [o for r in step.terminal() if (o := r.outcome()) is not None]
         if outcomes:
             await self.registry.tell(Resolve(self.core.id, outcomes))
@@ -220,6 +255,7 @@ class SessionActor(Actor):
                 loop.wake()
 
     def emit(self, kind: str, data: Any, *, run_id: str | None = None) -> None:
+        _log(kind, self.core.id, None, run_id, data)
         if self.bus.active:
             self.bus.publish(
                 Event(kind=kind, session_id=self.core.id, run_id=run_id, data=data, at=time.time())
