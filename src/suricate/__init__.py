@@ -125,3 +125,10 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+# A library prints nothing by itself: log records go to the application's
+# handlers, if it configured any.
+import logging as _logging
+
+_logging.getLogger("suricate").addHandler(_logging.NullHandler())
+del _logging

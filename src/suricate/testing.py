@@ -47,7 +47,7 @@ class FaultyStore:
         self.inner = inner
         self._next: list[BaseException | None] = []
         self._predicates: list[tuple[Callable[[WriteSet], bool], BaseException | None]] = []
-        self._poisoned: dict[int, BaseException] = {}
+        self._poisoned: dict[int, tuple[WriteSet, BaseException]] = {}
         self.failed: list[WriteSet] = []
         self.committed: list[WriteSet] = []
 
@@ -76,15 +76,16 @@ class FaultyStore:
 
     def _fault(self, write_set: WriteSet) -> BaseException | None:
         poisoned = self._poisoned.get(id(write_set))
-        if poisoned is not None:
-            return poisoned
+        if poisoned is not None and poisoned[0] is write_set:
+            return poisoned[1]
         for predicate, error in self._predicates:
             if predicate(write_set):
                 return error or StoreError("injected commit failure")
         if self._next:
             error = self._next.pop(0)
             fault = error or StoreError("injected commit failure")
-            self._poisoned[id(write_set)] = fault
+            # Keep the write-set alive: its id must not be reused by another.
+            self._poisoned[id(write_set)] = (write_set, fault)
             return fault
         return None
 

@@ -597,7 +597,7 @@ class SessionCore:
                 ("run.committed", None, run_id, {"sequence": sequence}),
                 *_input_events(consumed),
             ),
-            wake=True,
+            # No wake: the committing loop is told whether work is waiting.
         )
 
     def fail_turn(self, run_id: str, *, error: str, now: float) -> Step:

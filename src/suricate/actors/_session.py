@@ -246,13 +246,21 @@ class SessionActor(Actor):
                     _log(kind, self.core.id, input_id, run_id, data)
         outcomes: list[Outcome] = [o for r in step.terminal() if (o := r.outcome()) is not None]
         if outcomes:
-            await self.registry.tell(Resolve(self.core.id, outcomes))
+            await self._tell_registry(Resolve(self.core.id, outcomes))
         loop = self.loop
         if loop is not None:
             if step.cancel_run:
                 loop.cancel_turn()
             if step.wake:
                 loop.wake()
+
+    async def _tell_registry(self, message: Any) -> None:
+        # Without a scheduling round when there is room: FIFO order is what
+        # keeps a resolution behind the registration it answers.
+        try:
+            self.registry.tell_nowait(message)
+        except trio.WouldBlock:
+            await self.registry.tell(message)
 
     def emit(self, kind: str, data: Any, *, run_id: str | None = None) -> None:
         _log(kind, self.core.id, None, run_id, data)
@@ -295,7 +303,7 @@ class SessionActor(Actor):
         if outcome is not None:
             return outcome
         waiter = Waiter((self.core.id, message.input_id))
-        await self.registry.tell(Register(waiter))
+        await self._tell_registry(Register(waiter))
         return waiter
 
     async def _read(self, message: Read) -> Any:
@@ -453,7 +461,7 @@ class SessionActor(Actor):
         await self._commit(step)
         return step.reply  # type: ignore[no-any-return]
 
-    async def _commit_turn(self, message: CommitTurn) -> bool:
+    async def _commit_turn(self, message: CommitTurn) -> bool | str:
         result = message.result
         run = self.core._current(message.run_id)
         now = time.time()
@@ -486,7 +494,9 @@ class SessionActor(Actor):
             )
             return False
         await self._commit(step)
-        return True
+        # Tell the loop whether to ask for the next turn right away: saves
+        # it a round trip that would only find the queue empty.
+        return "more" if self.core.has_work() else "idle"
 
     async def _fail_turn(self, message: FailTurn) -> None:
         await self._commit(self.core.fail_turn(message.run_id, error=message.error, now=time.time()))

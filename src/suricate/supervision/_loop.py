@@ -201,15 +201,17 @@ class ExecutorLoop:
             start = await self.session.ask(TakeTurn(self, self.options.max_batch))
             if start is STOP:
                 return
-            if start is None:
-                if not self._pending and not self.stopping:
-                    self._wake = trio.Event()
-                    await self._wake.wait()
-                    self._wake = None
-                continue
-            await self._turn(start)
+            if start is None or not await self._turn(start):
+                await self._wait_for_work()
 
-    async def _turn(self, start: TurnStart) -> None:
+    async def _wait_for_work(self) -> None:
+        if not self._pending and not self.stopping:
+            self._wake = trio.Event()
+            await self._wake.wait()
+            self._wake = None
+
+    async def _turn(self, start: TurnStart) -> bool:
+        """Run one turn; False when the session said no work is waiting."""
         run = start.run
         inputs = [r.to_input() for r in start.inputs]
         turn = Turn(
@@ -238,7 +240,7 @@ class ExecutorLoop:
             await self._ask_ignoring_stale(InterruptTurn(run.run_id))
             if exit_:
                 raise _Exit
-            return
+            return True
         if timer.cancelled_caught:
             # A thread-hosted executor gets a fresh thread; the stuck one is abandoned.
             replace = getattr(getattr(self.run_turn, "__self__", self.executor), "replace", None)
@@ -253,23 +255,25 @@ class ExecutorLoop:
             if isinstance(failure, Fatal):
                 raise failure
             await self._retry_delay()
-            return
+            return True
         if result is not None and not isinstance(result, TurnResult):
             error = f"executor returned {type(result).__name__}, not TurnResult or None"
             await self._ask_ignoring_stale(FailTurn(run.run_id, error))
             await self._retry_delay()
-            return
+            return True
+        self._pending = False  # a wake from here on is seen below
         try:
             committed = await self._ask_ignoring_stale(CommitTurn(run.run_id, result))
         except StoreError as exc:
             # The commit did not happen: the inputs are still staged, durably.
             await self._ask_ignoring_stale(FailTurn(run.run_id, describe(exc)))
             await self._retry_delay()
-            return
+            return True
         if committed is False:  # the result was rejected: a failed run
             await self._retry_delay()
-        else:
-            self._failures = 0
+            return True
+        self._failures = 0
+        return bool(committed != "idle")
 
     async def _retry_delay(self) -> None:
         self._failures += 1
