@@ -64,6 +64,7 @@ from .actors._messages import (
     Recover,
     Recycle,
     Submit,
+    SubmitWait,
     Wait,
 )
 from .actors._registry import CloseAll, CompletionRegistry, Unregister, Waiter
@@ -140,9 +141,11 @@ class Session:
         """
         if not isinstance(input_id, str):
             raise InputRejected("input_id must be a str")
-        answer = await self._ask(Wait(input_id))
+        return await self._await(await self._ask(Wait(input_id)), timeout)
+
+    async def _await(self, answer: Outcome | Waiter, timeout: float | None) -> Outcome:
         if not isinstance(answer, Waiter):
-            return answer  # type: ignore[no-any-return]
+            return answer
         try:
             return await answer.wait(timeout)
         finally:
@@ -156,9 +159,10 @@ class Session:
     async def ask(
         self, input_or_payload: Any, *, timeout: float | None = None, **input_fields: Any
     ) -> Outcome:
-        """``submit`` then ``wait`` for the input's outcome."""
-        ack = await self.submit(input_or_payload, **input_fields)
-        return await self.wait(ack.input_id, timeout=timeout)
+        """``submit`` then ``wait`` for the input's outcome (one round trip)."""
+        inp = _as_input(input_or_payload, input_fields)
+        _, answer = await self._ask(SubmitWait(inp))
+        return await self._await(answer, timeout)
 
     async def attach(
         self,

@@ -30,6 +30,7 @@ __all__ = [
     "Recycle",
     "STOP",
     "Submit",
+    "SubmitWait",
     "TakeTurn",
     "TurnStart",
     "Wait",
@@ -61,6 +62,13 @@ class MarkDead:
 @attrs.frozen
 class Wait:
     input_id: str
+
+
+@attrs.frozen
+class SubmitWait:
+    """Submit, then wait for the outcome (``ask``) in one mailbox round."""
+
+    input: Input
 
 
 @attrs.frozen

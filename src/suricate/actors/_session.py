@@ -56,6 +56,7 @@ from ._messages import (
     Recover,
     Recycle,
     Submit,
+    SubmitWait,
     TakeTurn,
     TurnStart,
     Wait,
@@ -157,6 +158,7 @@ class SessionActor(Actor):
             MarkDead: self._mark_dead,
             AddDeadLetter: self._add_dead_letter,
             Wait: self._wait,
+            SubmitWait: self._submit_wait,
             Read: self._read,
             TakeTurn: self._take_turn,
             CommitTurn: self._commit_turn,
@@ -294,6 +296,10 @@ class SessionActor(Actor):
         if record is None:
             record = await self.store.load_input(self.core.id, input_id)
         return record
+
+    async def _submit_wait(self, message: SubmitWait) -> tuple[Any, Outcome | Waiter]:
+        ack = await self._submit(Submit(message.input))
+        return ack, await self._wait(Wait(ack.input_id))
 
     async def _wait(self, message: Wait) -> Outcome | Waiter:
         record = await self._record(message.input_id)
