@@ -31,10 +31,28 @@ def _fresh(tmp: Path, name: str) -> Path:
     return tmp / name
 
 
+def _summary(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
 def _measure(fn: Callable[[], float], repeat: int) -> dict[str, float]:
     fn()  # warm-up
-    values = [fn() for _ in range(repeat)]
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+    return _summary([fn() for _ in range(repeat)])
+
+
+def _measure_pair(
+    ours: Callable[[], float], baseline: Callable[[], float], repeat: int
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Both sides, warmed up, then run alternately: a load that comes and
+    goes on a shared machine hits both sides alike."""
+    ours()
+    baseline()
+    a: list[float] = []
+    b: list[float] = []
+    for _ in range(repeat):
+        a.append(ours())
+        b.append(baseline())
+    return _summary(a), _summary(b)
 
 
 def _trio(fn: Callable[..., Awaitable[float]], *args: Any) -> Callable[[], float]:
@@ -44,18 +62,15 @@ def _trio(fn: Callable[..., Awaitable[float]], *args: Any) -> Callable[[], float
 def durable_submit_figures(tmp: Path, repeat: int, seconds: float, quick: bool) -> dict[str, Any]:
     figures: dict[str, Any] = {}
     for submitters in (1, 64) if quick else (1, 64, 1024):
-        bare = _measure(
-            lambda: trio.run(
-                baselines.group_writer_throughput, _fresh(tmp, "bare.db"), submitters, seconds
-            ),
-            repeat,
-        )
-        ours = _measure(
-            lambda: trio.run(
-                suricate_side.durable_submit_throughput, _fresh(tmp, "s.db"), submitters, seconds
-            ),
-            repeat,
-        )
+        def suricate_run(n: int = submitters) -> float:
+            return trio.run(
+                suricate_side.durable_submit_throughput, _fresh(tmp, "s.db"), n, seconds
+            )
+
+        def bare_run(n: int = submitters) -> float:
+            return trio.run(baselines.group_writer_throughput, _fresh(tmp, "bare.db"), n, seconds)
+
+        ours, bare = _measure_pair(suricate_run, bare_run, repeat)
         figures[f"durable_submit_ratio_{submitters}"] = {
             "ratio": ours["median"] / bare["median"],
             "suricate_per_s": ours,
@@ -66,8 +81,11 @@ def durable_submit_figures(tmp: Path, repeat: int, seconds: float, quick: bool) 
 
 def ack_latency_figure(tmp: Path, repeat: int, quick: bool) -> dict[str, Any]:
     n = 100 if quick else 300
-    bare = _measure(lambda: baselines.single_row_commit_latency(_fresh(tmp, "lat.db"), n), repeat)
-    ours = _measure(lambda: trio.run(suricate_side.submit_latency, _fresh(tmp, "slat.db"), n), repeat)
+    ours, bare = _measure_pair(
+        lambda: trio.run(suricate_side.submit_latency, _fresh(tmp, "slat.db"), n),
+        lambda: baselines.single_row_commit_latency(_fresh(tmp, "lat.db"), n),
+        repeat,
+    )
     return {
         "ack_latency_ratio_1": {
             "ratio": ours["median"] / bare["median"],
@@ -78,8 +96,11 @@ def ack_latency_figure(tmp: Path, repeat: int, quick: bool) -> dict[str, Any]:
 
 
 def memory_submit_figure(repeat: int, seconds: float) -> dict[str, Any]:
-    trips = _measure(_trio(baselines.trio_round_trips, seconds), repeat)
-    ours = _measure(_trio(suricate_side.durable_submit_throughput, None, 1, seconds, 1), repeat)
+    ours, trips = _measure_pair(
+        _trio(suricate_side.durable_submit_throughput, None, 1, seconds, 1),
+        _trio(baselines.trio_round_trips, seconds),
+        repeat,
+    )
     return {
         "memory_submit_ratio": {
             "ratio": ours["median"] / trips["median"],
@@ -93,8 +114,12 @@ FIGURES = {
     "durable_submit": lambda a, tmp: durable_submit_figures(tmp, a.repeat, a.seconds, a.quick),
     "ack_latency": lambda a, tmp: ack_latency_figure(tmp, a.repeat, a.quick),
     "memory_submit": lambda a, tmp: memory_submit_figure(a.repeat, a.seconds),
-    "turns_vs_langgraph": lambda a, tmp: peers.turns_vs_langgraph(tmp, a.repeat, a.seconds, _measure, _fresh),
-    "turns_vs_pykka": lambda a, tmp: peers.turns_vs_pykka(tmp, a.repeat, a.seconds, _measure, _fresh),
+    "turns_vs_langgraph": lambda a, tmp: peers.turns_vs_langgraph(
+        tmp, a.repeat, a.seconds, _measure_pair, _fresh
+    ),
+    "turns_vs_pykka": lambda a, tmp: peers.turns_vs_pykka(
+        tmp, a.repeat, a.seconds, _measure_pair, _fresh
+    ),
     "idle_session_kib": lambda a, tmp: scale.idle_session_figure(a.repeat, a.quick, _measure),
     "recovery_s_100k": lambda a, tmp: scale.recovery_figure(tmp, a.repeat, a.quick, _measure, _fresh),
 }

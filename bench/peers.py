@@ -39,7 +39,9 @@ SESSIONS = 64
 #: Added to a run's length to bound it: a side that does not finish by then fails.
 SLACK_S = 120.0
 
-Measure = Callable[[Callable[[], float], int], dict[str, float]]
+Pair = Callable[
+    [Callable[[], float], Callable[[], float], int], tuple[dict[str, float], dict[str, float]]
+]
 Fresh = Callable[[Path, str], Path]
 
 
@@ -248,15 +250,13 @@ def pykka_turns_throughput(path: Path, sessions: int, seconds: float) -> float:
 # -- the figures ----------------------------------------------------------------------------
 
 
-def turns_vs_langgraph(tmp: Path, repeat: int, seconds: float, measure: Measure, fresh: Fresh) -> dict[str, Any]:
+def turns_vs_langgraph(tmp: Path, repeat: int, seconds: float, pair: Pair, fresh: Fresh) -> dict[str, Any]:
     problem = require_langgraph()
     if problem is not None:  # main checks first; this is for direct callers
         raise RuntimeError(problem)
-    ours = measure(
-        lambda: trio.run(suricate_turns_throughput, fresh(tmp, "turns.db"), SESSIONS, seconds), repeat
-    )
     info: dict[str, Any] = {}
-    peer = measure(
+    ours, peer = pair(
+        lambda: trio.run(suricate_turns_throughput, fresh(tmp, "turns.db"), SESSIONS, seconds),
         lambda: langgraph_invokes_throughput(fresh(tmp, "langgraph.db"), SESSIONS, seconds, info),
         repeat,
     )
@@ -277,11 +277,12 @@ def turns_vs_langgraph(tmp: Path, repeat: int, seconds: float, measure: Measure,
     }
 
 
-def turns_vs_pykka(tmp: Path, repeat: int, seconds: float, measure: Measure, fresh: Fresh) -> dict[str, Any]:
-    ours = measure(
-        lambda: trio.run(suricate_turns_throughput, fresh(tmp, "turns.db"), SESSIONS, seconds), repeat
+def turns_vs_pykka(tmp: Path, repeat: int, seconds: float, pair: Pair, fresh: Fresh) -> dict[str, Any]:
+    ours, peer = pair(
+        lambda: trio.run(suricate_turns_throughput, fresh(tmp, "turns.db"), SESSIONS, seconds),
+        lambda: pykka_turns_throughput(fresh(tmp, "pykka.db"), SESSIONS, seconds),
+        repeat,
     )
-    peer = measure(lambda: pykka_turns_throughput(fresh(tmp, "pykka.db"), SESSIONS, seconds), repeat)
     return {
         "turns_vs_pykka": {
             "ratio": ours["median"] / peer["median"],

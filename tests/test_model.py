@@ -641,7 +641,7 @@ def test_retire_after_detach_while_running_abandons_only_the_work_outside_the_tu
     # Regression: the turn's staged input used to be abandoned under the running
     # turn, leaving core.run naming an input that had left core.active.
     core = core_running()
-    running, queued = core.run.input_ids[0], next(core.queued()).input_id
+    queued = next(core.queued()).input_id
     operate(core, Op.DETACH)
     assert core.state is R and not core.attached
     step = operate(core, Op.RETIRE)

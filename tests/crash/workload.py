@@ -62,7 +62,7 @@ def main() -> None:
             print("ready", flush=True)
             async with trio.open_nursery() as nursery:
                 for s in sessions:
-                    for who in range(SUBMITTERS_PER_SESSION):
+                    for _ in range(SUBMITTERS_PER_SESSION):
                         nursery.start_soon(submitter, s, rng.randrange(1 << 30))
 
     trio.run(run)
