@@ -246,3 +246,22 @@ async def test_a_response_reaches_a_retired_requester(rt) -> None:
         assert await a.state() is SessionState.RETIRED
         gate.set()
         assert await got.wait_for(1) == ["completed"]
+
+
+@pytest.mark.parametrize("fate", ["destroy", "retire"])
+async def test_messages_held_for_a_stopped_target_turn_dead_when_it_ends(rt, fate) -> None:
+    sender = await rt.open_session("sender")
+    target = await rt.open_session("target")
+    await target.stop()
+    await sender.attach(ScriptedExecutor(result=lambda t: TurnResult(messages=[PeerMessage("target", "hi")])))
+    with trio.fail_after(10):
+        await sender.ask("go")
+    assert len(await rt.store.load_outbox("target")) == 1
+    async with rt.events(kinds={"dead_letter"}) as events:
+        await getattr(target, fate)()
+        with trio.fail_after(10):
+            event = await events.__anext__()
+    reason = "target session is destroyed" if fate == "destroy" else "target session is retired"
+    assert event.data["reason"] == reason
+    assert [d.reason for d in await rt.dead_letters()] == [reason]
+    assert await rt.store.load_outbox("target") == []

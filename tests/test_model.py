@@ -411,7 +411,7 @@ def perform(core: SessionCore, op: SessionOp) -> Step:
 @pytest.mark.parametrize(
     ("state", "op"),
     [p for p in ALL_SESSION_PAIRS if design_refusal(*p) is not None],
-    ids=[i for p, i in zip(ALL_SESSION_PAIRS, PAIR_IDS) if design_refusal(*p) is not None],
+    ids=[i for p, i in zip(ALL_SESSION_PAIRS, PAIR_IDS, strict=True) if design_refusal(*p) is not None],
 )
 def test_refused_operation_raises_its_typed_error_and_changes_nothing(
     state: SessionState, op: SessionOp

@@ -148,3 +148,65 @@ async def test_a_failed_checkpoint_is_a_failed_run_and_memory_equals_store(fault
     assert await s.snapshot() == {"a": 2}
     assert await memory_view(s) == await durable_view(store, "s")
     assert await s.state() is SessionState.ATTACHED
+
+
+async def test_a_run_left_unsettled_by_failed_commits_is_settled_by_the_next_attach(faulty) -> None:
+    rt, store = faulty
+    s = await rt.open_session("s")
+    ex = ScriptedExecutor(block=True)
+    await s.attach(ex)
+    ack = await s.submit({"x": 1})
+    with trio.fail_after(5):
+        await ex.wait_turns(1)
+    # Requeueing the cancelled turn fails: when the loop reports the
+    # interruption, and again when its exit tries to settle the run.
+    disarm = store.fail_commit_if(
+        lambda ws: any(r.state is InputState.QUEUED for r in ws.inputs)
+    )
+    with trio.fail_after(5):
+        await s.detach(cancel=True)
+    assert (await s.input(ack.input_id)).state is InputState.STAGED
+    assert await memory_view(s) == await durable_view(store, "s")
+    disarm()
+    again = ScriptedExecutor()
+    with trio.fail_after(5):
+        await s.attach(again)
+        assert isinstance(await s.wait(ack.input_id), Completed)
+    assert [t.attempt for t in again.turns] == [1]  # an interruption counts no attempt
+    assert await memory_view(s) == await durable_view(store, "s")
+
+
+async def test_a_checkpoint_after_the_turn_was_interrupted_is_refused(faulty) -> None:
+    rt, store = faulty
+    s = await rt.open_session("s")
+    gate = trio.Event()
+    started = trio.Event()
+    refused: list[Exception] = []
+    interrupted: list[str] = []
+
+    async def executor(turn: suricate.Turn) -> TurnResult:
+        if turn.inputs[0].payload == "first" and not refused:
+            interrupted.append(turn.run_id)
+            started.set()
+            with trio.CancelScope(shield=True):
+                await gate.wait()
+                try:
+                    await turn.checkpoint(results={turn.inputs[0].input_id: "partial"})
+                except suricate.NotReady as exc:
+                    refused.append(exc)
+            await trio.sleep_forever()
+        return TurnResult(result=[i.payload for i in turn.inputs])
+
+    await s.attach(executor)
+    first = await s.submit("first")
+    with trio.fail_after(5):
+        await started.wait()
+    urgent = await s.submit("urgent", handling=suricate.Handling.INTERRUPT)
+    gate.set()
+    with trio.fail_after(5):
+        assert await s.wait(urgent.input_id) == Completed(input_id=urgent.input_id, result=["urgent"])
+        assert await s.wait(first.input_id) == Completed(input_id=first.input_id, result=["first"])
+    assert len(refused) == 1
+    # The interrupted run committed nothing: no boundary, no results.
+    assert not [ws for ws in store.committed if ws.receipt and ws.receipt.run_id == interrupted[0]]
+    assert await memory_view(s) == await durable_view(store, "s")

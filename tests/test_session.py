@@ -607,3 +607,23 @@ async def test_failures_are_logged_with_their_ids(rt, caplog) -> None:
     (record,) = [r for r in caplog.records if r.suricate_event == "run.failed"]
     assert record.session_id == "s" and record.run_id
     assert "ValueError: flaky" in record.getMessage()
+
+
+@pytest.mark.parametrize("how", ["wait", "ask"])
+async def test_a_caller_cancelled_while_its_wait_is_in_the_mailbox_leaves_no_waiter(
+    rt, autojump_clock, how
+) -> None:
+    s = await rt.open_session("s")
+    ack = await s.submit({"x": 1})
+    with trio.CancelScope() as scope:
+        scope.cancel()  # the message is sent, then the caller is cancelled at once
+        if how == "wait":
+            await s.wait(ack.input_id)
+        else:
+            await s.ask({"x": 2})
+    await trio.testing.wait_all_tasks_blocked()
+    assert (await rt.stats()).waiters == 0
+    await s.attach(ScriptedExecutor())
+    with trio.fail_after(5):
+        assert isinstance(await s.wait(ack.input_id), Completed)
+    assert (await rt.stats()).waiters == 0

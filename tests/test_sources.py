@@ -20,6 +20,7 @@ class Envelope:
     payload: Any
     source: Source
     acked: bool = False
+    kind: str | None = None
 
     async def ack(self) -> None:
         self.acked = True
@@ -170,3 +171,16 @@ async def test_bad_drain_arguments_are_rejected(rt) -> None:
         s.drain_from(Source([]), idle_timeout=None)
     with pytest.raises(suricate.InputRejected):
         s.drain_from(Source([]), mode="timed")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("kind", ["peer_message", "peer_response"])
+async def test_an_envelope_of_a_reserved_kind_is_a_dead_letter(rt, autojump_clock, kind) -> None:
+    s = await rt.open_session("s")
+    source = Source([{"n": 0}, {"n": 1}])
+    source.envelopes[0].kind = kind
+    drain = s.drain_from(source, name="forged", idle_timeout=1)
+    assert await drain.wait() is DrainExit.IDLE_TIMEOUT
+    assert source.acks == [0, 1]
+    (letter,) = await rt.dead_letters()
+    assert letter.reason == f"malformed envelope: InputRejected: kind {kind!r} is reserved for the runtime"
+    assert (await s.stats()).inputs["queued"] == 1

@@ -14,6 +14,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import attrs
 import pytest
 import trio
 
@@ -391,3 +392,17 @@ async def test_runtime_stats_report_group_commit_batches(db) -> None:
     assert stats.store.write_sets >= 16  # 8 session records, 8 inputs
     assert stats.store.batches <= stats.store.write_sets
     assert stats.store.failed_write_sets == 0
+
+
+@pytest.mark.parametrize("store_factory", ["memory", "sqlite"], indirect=True)
+async def test_an_input_row_colliding_with_another_inputs_key_fails_and_replaces_nothing(
+    rt, store
+) -> None:
+    s = await rt.open_session("s")
+    first = await s.submit({"x": 1}, idempotency_key="k")
+    record = await store.load_input("s", first.input_id)
+    forged = attrs.evolve(record, input_id="forged", seq=record.seq + 100)
+    with pytest.raises(suricate.StoreError):
+        await store.commit(WriteSet(session_id="s", inputs=(forged,)))
+    assert await store.load_input("s", first.input_id) == record
+    assert await store.load_input("s", "forged") is None

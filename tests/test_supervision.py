@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import random
 import threading
+from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 import suricate
 from suricate import (
@@ -18,7 +21,8 @@ from suricate import (
     SessionState,
     TurnResult,
 )
-from suricate.testing import ScriptedExecutor
+from suricate.supervision import ExecutorLoop, LoopOptions
+from suricate.testing import FaultyStore, ScriptedExecutor
 
 
 async def test_fatal_crashes_the_loop_which_restarts_after_its_backoff(rt, autojump_clock) -> None:
@@ -247,3 +251,95 @@ async def test_a_thread_executor_whose_thread_died_gets_a_new_one() -> None:
             assert isinstance(await s.ask("second"), Completed)
     assert len(threads) == 2 and threads[0] is not threads[1]
     assert not threads[0].is_alive()
+
+
+async def _collect(events: Any, seconds: float) -> list[suricate.Event]:
+    got = []
+    with trio.move_on_after(seconds):
+        async for event in events:
+            got.append(event)
+    return got
+
+
+async def test_a_loop_stopped_before_it_runs_ends_without_restarts(rt, autojump_clock) -> None:
+    # A detach (or shutdown) handled before the new loop's task first ran.
+    s = await rt.open_session("s")
+    emitted: list[str] = []
+    loop = ExecutorLoop(
+        session=s._ref,
+        session_id="s",
+        executor=ScriptedExecutor(),
+        options=LoopOptions(),
+        rng=random.Random(1),
+        emit=lambda kind, data: emitted.append(kind),
+    )
+    loop.stop()
+    start = trio.current_time()
+    with trio.fail_after(5):
+        await loop.run()
+    assert (trio.current_time(), loop.restart_count, emitted) == (start, 0, [])
+
+
+async def test_detach_ends_a_retry_backoff_at_once(rt, autojump_clock) -> None:
+    s = await rt.open_session("s")
+    ex = ScriptedExecutor(fail_times=100)
+    await s.attach(ex, retry=Backoff(initial=1000))
+    await s.submit({"x": 1})
+    with trio.fail_after(5):
+        await ex.wait_finished(1)
+        await trio.testing.wait_all_tasks_blocked()
+        start = trio.current_time()
+        await s.detach()
+    assert trio.current_time() == start
+    assert len(ex.turns) == 1
+
+
+async def test_shutdown_ends_a_restart_backoff_at_once(store, ids, autojump_clock) -> None:
+    ex = ScriptedExecutor(fail_times=100, error=suricate.Fatal("down"))
+    policy = RestartPolicy(max_restarts=5, within=10_000, backoff=Backoff(initial=1000))
+    async with suricate.open_runtime(store, id_factory=ids) as rt:
+        s = await rt.open_session("s")
+        await s.attach(ex, restart=policy)
+        await s.submit({"x": 1})
+        with trio.fail_after(5):
+            await ex.wait_finished(1)
+            await trio.testing.wait_all_tasks_blocked()
+        start = trio.current_time()
+    assert trio.current_time() == start
+    assert len(ex.turns) == 1
+
+
+async def test_giving_up_is_one_event(rt, autojump_clock) -> None:
+    s = await rt.open_session("s")
+    async with rt.events(session_id="s", kinds={"supervisor.gave_up"}) as events:
+        await s.attach(
+            ScriptedExecutor(fail_times=100, error=suricate.Fatal("x")),
+            restart=RestartPolicy(max_restarts=1, within=10),
+        )
+        await s.submit({"x": 1})
+        assert len(await _collect(events, 100)) == 1
+    assert await s.state() is SessionState.STOPPED
+
+
+async def test_a_failed_give_up_commit_leaves_the_runtime_running(store, ids, autojump_clock) -> None:
+    faulty = FaultyStore(store)
+    disarm = faulty.fail_commit_if(
+        lambda ws: ws.session is not None and ws.session.state is SessionState.STOPPED
+    )
+    async with suricate.open_runtime(faulty, id_factory=ids) as rt:
+        s = await rt.open_session("s")
+        ack = await s.submit({"x": 1})
+        async with rt.events(session_id="s", kinds={"supervisor.gave_up"}) as events:
+            await s.attach(
+                ScriptedExecutor(fail_times=1, error=suricate.Fatal("x")),
+                restart=RestartPolicy(max_restarts=0, within=10),
+            )
+            with trio.fail_after(50):
+                await events.__anext__()
+                await trio.testing.wait_all_tasks_blocked()
+        assert faulty.failed  # the STOPPED record was refused
+        assert await s.state() is SessionState.IDLE  # as the store has it
+        disarm()
+        with trio.fail_after(50):
+            await s.attach(ScriptedExecutor())
+            assert isinstance(await s.wait(ack.input_id), Completed)

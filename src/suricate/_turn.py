@@ -144,7 +144,7 @@ def as_executor(executor: Any) -> Callable[[Turn], Awaitable[TurnResult | None]]
     if run is not None and inspect.iscoroutinefunction(run):
         return run  # type: ignore[no-any-return]
     if inspect.iscoroutinefunction(executor) or inspect.iscoroutinefunction(
-        getattr(executor, "__call__", None)
+        getattr(executor, "__call__", None)  # noqa: B004 (the method, not callability)
     ):
         return executor  # type: ignore[no-any-return]
     if callable(executor):

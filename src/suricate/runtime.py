@@ -141,28 +141,41 @@ class Session:
         """
         if not isinstance(input_id, str):
             raise InputRejected("input_id must be a str")
-        return await self._await(await self._ask(Wait(input_id)), timeout)
-
-    async def _await(self, answer: Outcome | Waiter, timeout: float | None) -> Outcome:
-        if not isinstance(answer, Waiter):
-            return answer
+        waiter = Waiter()
         try:
-            return await answer.wait(timeout)
+            answer = await self._ask(Wait(input_id, waiter))
+            if not isinstance(answer, Waiter):
+                waiter.resolve(answer)  # answered at once, never registered
+            return await waiter.wait(timeout)
         finally:
-            if not answer.event.is_set():
-                with trio.CancelScope(shield=True):
-                    try:
-                        await self._runtime._registry.ask(Unregister(answer))
-                    except ActorStopped:
-                        pass
+            await self._withdraw(waiter)
+
+    async def _withdraw(self, waiter: Waiter) -> None:
+        """Leave no waiter behind a caller that stopped waiting (timed out or
+        cancelled, also while its message was still in the session's mailbox)."""
+        if waiter.event.is_set():
+            return
+        waiter.withdrawn = True  # a Register still on its way is ignored
+        if waiter.key[0]:  # the session has seen it: it may be registered
+            with trio.CancelScope(shield=True):
+                try:
+                    await self._runtime._registry.ask(Unregister(waiter))
+                except ActorStopped:
+                    pass
 
     async def ask(
         self, input_or_payload: Any, *, timeout: float | None = None, **input_fields: Any
     ) -> Outcome:
         """``submit`` then ``wait`` for the input's outcome (one round trip)."""
         inp = _as_input(input_or_payload, input_fields)
-        _, answer = await self._ask(SubmitWait(inp))
-        return await self._await(answer, timeout)
+        waiter = Waiter()
+        try:
+            _, answer = await self._ask(SubmitWait(inp, waiter))
+            if not isinstance(answer, Waiter):
+                waiter.resolve(answer)
+            return await waiter.wait(timeout)
+        finally:
+            await self._withdraw(waiter)
 
     async def attach(
         self,

@@ -318,7 +318,7 @@ class SessionCore:
         out = {s.value: 0 for s in (InputState.QUEUED, InputState.STAGED, InputState.APPLIED)}
         for record in self.active.values():
             out[record.state.value] += 1
-        for name, lane in zip(("interrupt", "steer", "queue"), range(3)):
+        for name, lane in zip(("interrupt", "steer", "queue"), range(3), strict=True):
             out[f"lane_{name}"] = sum(1 for _ in self.queued(lane))
         return out
 

@@ -61,7 +61,10 @@ class MarkDead:
 
 @attrs.frozen
 class Wait:
+    """Answer the outcome of ``input_id``, or register ``waiter`` for it."""
+
     input_id: str
+    waiter: Any = None  # Waiter | None: the caller's, so that it can withdraw it
 
 
 @attrs.frozen
@@ -69,6 +72,7 @@ class SubmitWait:
     """Submit, then wait for the outcome (``ask``) in one mailbox round."""
 
     input: Input
+    waiter: Any = None
 
 
 @attrs.frozen

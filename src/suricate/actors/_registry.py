@@ -24,13 +24,15 @@ __all__ = ["CompletionRegistry", "Waiter"]
 class Waiter:
     """One caller waiting for one input's outcome."""
 
-    __slots__ = ("key", "event", "outcome", "error")
+    __slots__ = ("key", "event", "outcome", "error", "withdrawn")
 
-    def __init__(self, key: tuple[str, str]) -> None:
+    def __init__(self, key: tuple[str, str] = ("", "")) -> None:
         self.key = key
         self.event = trio.Event()
         self.outcome: Outcome | None = None
         self.error: BaseException | None = None
+        self.withdrawn = False
+        """Its caller left: it is never registered (again)."""
 
     def resolve(self, outcome: Outcome) -> None:
         if not self.event.is_set():
@@ -94,7 +96,9 @@ class CompletionRegistry(Actor):
                 for waiter in self.waiters.pop((message.session_id, outcome.input_id), ()):
                     waiter.resolve(outcome)
         elif isinstance(message, Register):
-            if self.closed:
+            if message.waiter.withdrawn:
+                pass
+            elif self.closed:
                 message.waiter.fail(RuntimeClosed("the runtime is closed"))
             else:
                 self.waiters.setdefault(message.waiter.key, set()).add(message.waiter)

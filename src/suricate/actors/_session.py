@@ -20,7 +20,7 @@ from typing import Any
 import attrs
 import trio
 
-from .._errors import InputNotFound, InputRejected, StoreError
+from .._errors import InputNotFound, InputRejected, NotReady, StoreError
 from .._events import Event, EventBus
 from .._model import (
     Abandoned,
@@ -153,6 +153,7 @@ class SessionActor(Actor):
         self.ref: ActorRef[SessionActor] | None = None
         self.restarts = 0
         self.crashes = 0
+        self._cancelling: str | None = None  # the run whose cancellation was requested
         self._handlers: dict[type, Callable[[Any], Any]] = {
             Submit: self._submit,
             MarkDead: self._mark_dead,
@@ -252,9 +253,16 @@ class SessionActor(Actor):
         loop = self.loop
         if loop is not None:
             if step.cancel_run:
-                loop.cancel_turn()
+                self._cancel_run(loop)
             if step.wake:
                 loop.wake()
+
+    def _cancel_run(self, loop: Any) -> None:
+        """Cancel the running turn (unless its commit has started); from here
+        on the run may not commit a boundary, and an orphan is interrupted."""
+        run = self.core.run
+        if run is not None and loop.cancel_turn():
+            self._cancelling = run.run_id
 
     async def _tell_registry(self, message: Any) -> None:
         # Without a scheduling round when there is room: FIFO order is what
@@ -299,7 +307,7 @@ class SessionActor(Actor):
 
     async def _submit_wait(self, message: SubmitWait) -> tuple[Any, Outcome | Waiter]:
         ack = await self._submit(Submit(message.input))
-        return ack, await self._wait(Wait(ack.input_id))
+        return ack, await self._wait(Wait(ack.input_id, message.waiter))
 
     async def _wait(self, message: Wait) -> Outcome | Waiter:
         record = await self._record(message.input_id)
@@ -308,8 +316,10 @@ class SessionActor(Actor):
         outcome = record.outcome()
         if outcome is not None:
             return outcome
-        waiter = Waiter((self.core.id, message.input_id))
-        await self._tell_registry(Register(waiter))
+        waiter = message.waiter or Waiter()
+        waiter.key = (self.core.id, message.input_id)
+        if not waiter.withdrawn:
+            await self._tell_registry(Register(waiter))
         return waiter
 
     async def _read(self, message: Read) -> Any:
@@ -342,10 +352,16 @@ class SessionActor(Actor):
     # -- control operations ----------------------------------------------------------
 
     async def _operate(self, message: Operate) -> Any:
-        step = self.core.operate(message.op, now=time.time())
+        op = message.op
+        if op not in (SessionOp.STOP, SessionOp.DESTROY):  # those cancel a run anyway
+            await self._settle_orphan()
+        step = self.core.operate(op, now=time.time())
         await self._commit(step)
-        if message.op in (SessionOp.STOP, SessionOp.DESTROY):
+        if op in (SessionOp.STOP, SessionOp.DESTROY):
             self._drop_loop(kill=True)
+        if op in (SessionOp.RETIRE, SessionOp.DESTROY) and self.comms is not None:
+            # Rows held for a stopped session now turn into dead letters.
+            self.comms.kick(self.core.id)
         return step.reply
 
     def _drop_loop(self, *, kill: bool) -> None:
@@ -374,6 +390,7 @@ class SessionActor(Actor):
         return attrs.evolve(stored, record=record, inputs=stored.inputs + ephemeral)
 
     async def _recycle(self, message: Recycle) -> Any:
+        await self._settle_orphan()
         step = self.core.recycle(await self._reload_source(), now=time.time())
         await self._commit(step)
         return step.reply
@@ -381,6 +398,7 @@ class SessionActor(Actor):
     async def _recover(self, message: Recover) -> Any:
         if self.core.state is SessionState.DESTROYED:
             return self.core.recover(StoredSession(record=self.core.record), now=time.time()).reply
+        await self._settle_orphan()
         step = self.core.recover(await self._reload_source(), now=time.time())
         await self._commit(step)
         return step.reply
@@ -398,6 +416,7 @@ class SessionActor(Actor):
             rng=self.rng,
             emit=self.emit,
         )
+        await self._settle_orphan()
         revived = self.core.state is SessionState.STOPPED
         step = self.core.operate(SessionOp.ATTACH, now=time.time())
         await self._commit(step)
@@ -414,7 +433,9 @@ class SessionActor(Actor):
             step = self.core.operate(SessionOp.DETACH, now=time.time())
             await self._commit(step)
             return None
-        loop.stop(cancel=message.cancel)
+        if message.cancel:
+            self._cancel_run(loop)
+        loop.stop()
         exited: trio.Event = loop.exited
         return exited
 
@@ -442,10 +463,21 @@ class SessionActor(Actor):
         self._drop_loop(kill=False)
 
     async def _fail_orphan(self, error: str) -> None:
-        """Fail a run whose loop is gone (it crashed before reporting)."""
+        """Fail a run whose loop is gone (it crashed before reporting); a run
+        whose cancellation was requested is interrupted (no attempt counted)."""
         run = self.core.run
-        if run is not None:
+        if run is None:
+            return
+        if run.run_id == self._cancelling:
+            await self._commit(self.core.interrupt_turn(run.run_id, now=time.time()))
+        else:
             await self._commit(self.core.fail_turn(run.run_id, error=error, now=time.time()))
+
+    async def _settle_orphan(self) -> None:
+        """Settle a run left without a loop (settling it failed when the loop
+        exited) before an operation that needs the session not running."""
+        if self.loop is None:
+            await self._fail_orphan("executor loop exited during the run")
 
     async def _take_turn(self, message: TakeTurn) -> Any:
         loop = message.loop
@@ -461,6 +493,8 @@ class SessionActor(Actor):
         return TurnStart(run=step.reply, inputs=step.records, snapshot_json=self.core.snapshot_json)
 
     async def _checkpoint_turn(self, message: CheckpointTurn) -> tuple[InputRecord, ...]:
+        if message.run_id == self._cancelling:
+            raise NotReady(self.core.state, f"run {message.run_id} is being cancelled")
         step = self.core.checkpoint(
             message.run_id, snapshot=message.snapshot, results=message.results, now=time.time()
         )

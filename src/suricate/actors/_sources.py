@@ -32,6 +32,7 @@ import trio
 from .._errors import ActorStopped, InputRejected, NotReady, SessionDestroyed
 from .._events import Event, EventBus
 from .._model import DeadLetter, Input, encode_json
+from .._model._values import RESERVED_KINDS
 from ..supervision._policy import Restart, RestartPolicy
 from ..supervision._supervisor import ChildSpec, Supervisor, SupervisorGaveUp, describe
 from ._actor import ActorRef
@@ -201,9 +202,12 @@ class SourceDrain:
                 raise InputRejected(f"envelope id must be a str or int, got {envelope_id!r}")
             if not callable(ack):
                 raise InputRejected("envelope has no ack()")
+            kind = str(getattr(envelope, "kind", None) or "external")
+            if kind in RESERVED_KINDS:
+                raise InputRejected(f"kind {kind!r} is reserved for the runtime")
             inp = Input(
                 payload,
-                kind=str(getattr(envelope, "kind", None) or "external"),
+                kind=kind,
                 idempotency_key=f"suricate:source:{self.name}:{envelope_id}",
                 metadata={"source": self.name, "envelope_id": envelope_id},
             )

@@ -128,6 +128,12 @@ class MemoryStore:
         receipt = write_set.receipt
         if receipt is not None and (sid, receipt.run_id, receipt.sequence) in self._receipts:
             raise StoreError(f"receipt {receipt.run_id}/{receipt.sequence} of {sid!r} exists")
+        if stored is not None:
+            for record in write_set.inputs:
+                key = record.idempotency_key
+                holder = stored.keys.get(key) if key is not None else None
+                if holder is not None and holder != record.input_id:
+                    raise StoreError(f"idempotency key {key!r} of {sid!r} is held by {holder}")
         for row in (*write_set.delivered, *(row for row, _ in write_set.dead)):
             if row not in self._outbox:
                 raise StoreError(f"no outbox row {row}")

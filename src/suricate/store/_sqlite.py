@@ -134,6 +134,19 @@ class _Connection(ThreadHost):
 # -- the writer's side (runs on the writer thread) --------------------------------------
 
 
+# An upsert on the primary key only: a row that collides with another input's
+# unique seq or idempotency key fails the write-set instead of replacing it.
+_UPSERT_INPUT: Final = (
+    f"INSERT INTO inputs ({INPUT_COLUMNS}) VALUES ({', '.join('?' * 23)}) "
+    "ON CONFLICT(session_id, input_id) DO UPDATE SET "
+    + ", ".join(
+        f"{c} = excluded.{c}"
+        for c in (c.strip() for c in INPUT_COLUMNS.split(","))
+        if c not in ("session_id", "input_id")
+    )
+)
+
+
 def _apply(conn: sqlite3.Connection, ws: WriteSet) -> None:
     sid = ws.session_id
     if ws.session is not None:
@@ -148,7 +161,7 @@ def _apply(conn: sqlite3.Connection, ws: WriteSet) -> None:
         )
     if ws.inputs:
         conn.executemany(
-            f"INSERT OR REPLACE INTO inputs ({INPUT_COLUMNS}) VALUES ({', '.join('?' * 23)})",
+            _UPSERT_INPUT,
             [input_to_row(r) for r in ws.inputs],
         )
     snapshot = ws.snapshot

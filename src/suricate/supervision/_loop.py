@@ -19,6 +19,7 @@ restart type), or gives up, which stops the session (``GiveUp``).
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 from collections.abc import Awaitable, Callable, Mapping
@@ -48,6 +49,8 @@ if TYPE_CHECKING:
     from ..actors._actor import ActorRef
 
 __all__ = ["ExecutorLoop", "LoopOptions", "TurnTimeout"]
+
+log = logging.getLogger("suricate.supervision")
 
 
 class TurnTimeout(Exception):
@@ -99,6 +102,7 @@ class ExecutorLoop:
         self._wake: trio.Event | None = None
         self._turn_scope: trio.CancelScope | None = None
         self._scope: trio.CancelScope | None = None
+        self._delay_scope: trio.CancelScope | None = None
         self._failures = 0
 
     # -- called by the session actor (same trio thread, never blocking) ----------
@@ -109,16 +113,20 @@ class ExecutorLoop:
         if self._wake is not None:
             self._wake.set()
 
-    def cancel_turn(self) -> None:
-        """Cancel the running turn, unless its commit has started."""
-        if self._turn_scope is not None:
-            self._turn_scope.cancel()
+    def cancel_turn(self) -> bool:
+        """Cancel the running turn, unless its commit has started; True if cancelled."""
+        if self._turn_scope is None:
+            return False
+        self._turn_scope.cancel()
+        return True
 
     def stop(self, *, cancel: bool = False) -> None:
         """Exit after the current turn (at once, with ``cancel``); no restart."""
         self.stopping = True
         if cancel:
             self.cancel_turn()
+        if self._delay_scope is not None:  # a retry backoff is not a turn to finish
+            self._delay_scope.cancel()
         self.wake()
         if self.supervisor is not None:
             self.supervisor.request_stop()
@@ -154,19 +162,21 @@ class ExecutorLoop:
             shutdown=math.inf,
         )
         self.supervisor = Supervisor([child], policy=policy, rng=self.rng, emit=self.emit)
+        if self.stopping:  # stopped before it ran (a detach right after attach)
+            self.supervisor.request_stop()
         try:
             with trio.CancelScope() as self._scope:
                 try:
                     await self.supervisor.run()
-                except SupervisorGaveUp as exc:
+                except SupervisorGaveUp as exc:  # the supervisor emitted gave_up
                     await self._give_up(exc.reason)
                 else:
                     if self._crashed and not self.stopping:
                         # A TEMPORARY loop that crashed is not restarted: the session stops.
                         assert self.supervisor.last_crash is not None
-                        await self._give_up(
-                            f"executor crashed: {describe(self.supervisor.last_crash)}"
-                        )
+                        reason = f"executor crashed: {describe(self.supervisor.last_crash)}"
+                        self.emit("supervisor.gave_up", {"reason": reason})
+                        await self._give_up(reason)
         except ActorStopped:
             pass
         finally:
@@ -189,11 +199,23 @@ class ExecutorLoop:
         except Exception:
             self._crashed = True
             raise
+        finally:
+            if self.stopping and self.supervisor is not None and not self.supervisor.stopping:
+                # Ending because it was told to (or its session is gone) is
+                # not an exit for a PERMANENT restart to undo.
+                self.supervisor.request_stop()
 
     async def _give_up(self, reason: str) -> None:
-        self.emit("supervisor.gave_up", {"reason": reason})
+        """Stop the session; a failure to record that is logged, not raised
+        (the session stays as the store has it, and recovers from there)."""
         self.stopping = True
-        await self.session.ask(GiveUp(self, reason))
+        try:
+            await self.session.ask(GiveUp(self, reason))
+        except ActorStopped:
+            raise
+        except Exception as exc:
+            log.error("session %s: could not stop after giving up (%s): %s",
+                      self.session_id, reason, describe(exc))
 
     async def _serve(self) -> None:
         while not self.stopping:
@@ -278,10 +300,12 @@ class ExecutorLoop:
     async def _retry_delay(self) -> None:
         self._failures += 1
         retry = self.options.retry
-        if retry is not None:
+        if retry is not None and not self.stopping:
             delay = retry.delay(self._failures, self.rng)
             if delay > 0:
-                await trio.sleep(delay)
+                with trio.move_on_after(delay) as self._delay_scope:  # stop() ends it early
+                    await trio.sleep_forever()
+                self._delay_scope = None
 
     async def _ask_ignoring_stale(self, message: Any) -> Any:
         """Ask the session; a turn that is no longer current (the session was

@@ -120,12 +120,15 @@ class Supervisor:
         self.stopping = False
         self._reports: trio.MemorySendChannel[tuple[_Child, BaseException | None]]
         self._nursery: trio.Nursery | None = None
+        self._delay_scope: trio.CancelScope | None = None
 
     # -- control --------------------------------------------------------------------
 
     def request_stop(self) -> None:
         """Stop every child (reverse order) and return from :meth:`run`; nothing restarts."""
         self.stopping = True
+        if self._delay_scope is not None:  # no restart is coming: end its backoff
+            self._delay_scope.cancel()
         for child in reversed(self.children):
             if child.running and child.spec.stop is not None:
                 child.stopping = True
@@ -226,7 +229,9 @@ class Supervisor:
             await self._stop_children([c for c in group if c is not child])
             delay = next_delay(self.policy, self.history, now, self.rng)
             if delay > 0:
-                await trio.sleep(delay)
+                with trio.move_on_after(delay) as self._delay_scope:
+                    await trio.sleep_forever()
+                self._delay_scope = None
             if self.stopping:
                 continue
             self.history.append(trio.current_time())
