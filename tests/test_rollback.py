@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 import trio
+import trio.testing
 
 import suricate
 from suricate import Completed, InputState, SessionState, TurnResult
@@ -209,4 +210,22 @@ async def test_a_checkpoint_after_the_turn_was_interrupted_is_refused(faulty) ->
     assert len(refused) == 1
     # The interrupted run committed nothing: no boundary, no results.
     assert not [ws for ws in store.committed if ws.receipt and ws.receipt.run_id == interrupted[0]]
+    assert await memory_view(s) == await durable_view(store, "s")
+
+
+async def test_a_failed_admit_and_stage_commit_admits_nothing_and_the_loop_stays_parked(
+    faulty,
+) -> None:
+    rt, store = faulty
+    s = await rt.open_session("s")
+    await s.attach(ScriptedExecutor())
+    await trio.testing.wait_all_tasks_blocked()
+    before = await memory_view(s)
+    store.fail_next_commit()
+    with pytest.raises(suricate.StoreError):
+        await s.submit({"x": 1})
+    assert await memory_view(s) == before == await durable_view(store, "s")
+    assert await s.state() is SessionState.ATTACHED
+    with trio.fail_after(5):
+        assert isinstance(await s.ask({"x": 2}), Completed)
     assert await memory_view(s) == await durable_view(store, "s")

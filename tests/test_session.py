@@ -627,3 +627,37 @@ async def test_a_caller_cancelled_while_its_wait_is_in_the_mailbox_leaves_no_wai
     with trio.fail_after(5):
         assert isinstance(await s.wait(ack.input_id), Completed)
     assert (await rt.stats()).waiters == 0
+
+
+async def test_an_input_for_a_parked_loop_is_admitted_and_staged_in_one_commit(rt, store) -> None:
+    s = await rt.open_session("s")
+    await s.attach(ScriptedExecutor())
+    await trio.testing.wait_all_tasks_blocked()
+    commits = store.commits
+    async with rt.events(session_id="s") as events:
+        with trio.fail_after(5):
+            done = await s.ask({"x": 1})
+        kinds = [(await events.__anext__()).kind for _ in range(5)]
+    assert store.commits - commits == 2  # admitted+staged, then the turn
+    assert kinds == ["input.accepted", "run.started", "input.staged", "run.committed", "input.consumed"]
+    record = await s.input(done.input_id)
+    assert [h.state for h in record.history] == [
+        InputState.QUEUED,
+        InputState.STAGED,
+        InputState.CONSUMED,
+    ]
+    assert record.attempt == 1
+
+
+async def test_detach_cancel_right_after_a_submit_never_runs_the_staged_turn(rt) -> None:
+    for n in range(20):  # the loop may or may not have begun the turn: both must hold
+        s = await rt.open_session(f"s{n}")
+        ex = ScriptedExecutor(block=True)
+        await s.attach(ex)
+        await trio.testing.wait_all_tasks_blocked()
+        ack = await s.submit({"n": n})
+        with trio.fail_after(5):
+            await s.detach(cancel=True)
+        record = await s.input(ack.input_id)
+        assert (record.state, record.attempt) == (InputState.QUEUED, 0)
+        assert ex.finished == len(ex.turns)

@@ -46,12 +46,13 @@ async def test_fatal_crashes_the_loop_which_restarts_after_its_backoff(rt, autoj
 async def test_too_many_crashes_give_up_and_stop_the_session(rt, autojump_clock) -> None:
     s = await rt.open_session("s")
     ex = ScriptedExecutor(fail_times=100, error=suricate.Fatal("always"))
-    await s.attach(ex, restart=RestartPolicy(max_restarts=1, within=10))
     other = await rt.open_session("other")
     await other.attach(ScriptedExecutor())
     async with rt.events(session_id="s", kinds={"supervisor.gave_up"}) as events:
         first = await s.submit({"x": 1})
         second = await s.submit({"x": 2})
+        # Each input crashes one run: the first is requeued behind the second.
+        await s.attach(ex, restart=RestartPolicy(max_restarts=1, within=10))
         with trio.fail_after(50):
             gave_up = await events.__anext__()
             out1 = await s.wait(first.input_id)

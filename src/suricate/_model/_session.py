@@ -354,11 +354,17 @@ class SessionCore:
         now: float,
         internal: bool = False,
         outbox_id: int | None = None,
+        start_run: str | None = None,
     ) -> Step:
         """Admit ``inp``.  ``reply`` is :class:`Accepted` or :class:`Deduplicated`.
 
         ``outbox_id`` names the outbox row this input delivers: the row is
         marked delivered in the same commit (also when deduplicated).
+
+        ``start_run``: when the new input is the only work of an attached,
+        idle session, it is also staged into a turn of that id in the same
+        step (``run`` is then the new :class:`RunState`), as ``take_turn``
+        would stage it: one commit instead of two.
 
         Raises:
             InputRejected, NotReady, SessionDestroyed, Overloaded.
@@ -432,15 +438,31 @@ class SessionCore:
             and self.run is not None
             and self.record.state is SessionState.IDLE
         )
+        run: RunState | _Unchanged = UNCHANGED
+        if start_run is not None and self._may_start_with_new_input():
+            records[0] = self._stage((record,), start_run, now)[0]
+            run = RunState(run_id=start_run, input_ids=(input_id,), started_at=now)
+            events.append(("run.started", None, start_run, {"inputs": [input_id]}))
+            events.extend(_input_events(records[:1]))
         return Step(
             records=tuple(records),
             next_seq=seq + 1,
             next_order=order + 1,
             events=tuple(events),
             reply=Accepted(input_id=input_id),
-            wake=True,
+            run=run,
+            wake=run is UNCHANGED,
             cancel_run=cancel,
             delivered=() if outbox_id is None else (outbox_id,),
+        )
+
+    def _may_start_with_new_input(self) -> bool:
+        """A turn may start now and nothing queued would run before a new input."""
+        return (
+            self.attached
+            and self.run is None
+            and self.record.state is SessionState.IDLE
+            and not self.has_work()
         )
 
     def _take(self, *, only_steer: bool, max_batch: int) -> list[InputRecord]:

@@ -29,6 +29,7 @@ from .._model import (
     InputRecord,
     OutboxMessage,
     Outcome,
+    RunState,
     SessionCore,
     SessionOp,
     SessionState,
@@ -282,15 +283,27 @@ class SessionActor(Actor):
     # -- submit and read -------------------------------------------------------------
 
     async def _submit(self, message: Submit) -> Any:
+        loop = self.loop
+        # A loop parked for work gets the input staged in its admitting commit.
+        start_run = self.new_id() if loop is not None and loop.parked else None
         step = self.core.submit(
             message.input,
             input_id=self.new_id(),
             now=time.time(),
             internal=message.internal,
             outbox_id=message.outbox_id,
+            start_run=start_run,
         )
         if step.records or step.delivered:
             await self._commit(step)
+            if isinstance(step.run, RunState):
+                start = TurnStart(
+                    run=step.run, inputs=step.records[:1], snapshot_json=self.core.snapshot_json
+                )
+                if not (loop is self.loop and loop.hand(start)):
+                    # Its loop is gone meanwhile: the staged turn is an orphan,
+                    # interrupted (no attempt counted) when the exit is settled.
+                    self._cancelling = step.run.run_id
         return step.reply
 
     async def _mark_dead(self, message: MarkDead) -> None:

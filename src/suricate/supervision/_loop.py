@@ -100,6 +100,8 @@ class ExecutorLoop:
         self._crashed = False
         self._pending = False
         self._wake: trio.Event | None = None
+        self._handed: TurnStart | None = None
+        self._handed_cancelled = False
         self._turn_scope: trio.CancelScope | None = None
         self._scope: trio.CancelScope | None = None
         self._delay_scope: trio.CancelScope | None = None
@@ -113,12 +115,29 @@ class ExecutorLoop:
         if self._wake is not None:
             self._wake.set()
 
+    @property
+    def parked(self) -> bool:
+        """Waiting for work, with nothing handed to it yet."""
+        return self._wake is not None and not self.stopping and self._handed is None
+
+    def hand(self, start: TurnStart) -> bool:
+        """Give the parked loop a turn the session already staged; False if
+        the loop is no longer parked (it will not run it)."""
+        if self._wake is None or self._handed is not None:
+            return False
+        self._handed = start
+        self.wake()
+        return True
+
     def cancel_turn(self) -> bool:
         """Cancel the running turn, unless its commit has started; True if cancelled."""
-        if self._turn_scope is None:
-            return False
-        self._turn_scope.cancel()
-        return True
+        if self._turn_scope is not None:
+            self._turn_scope.cancel()
+            return True
+        if self._handed is not None:  # handed but not begun: it will not run
+            self._handed_cancelled = True
+            return True
+        return False
 
     def stop(self, *, cancel: bool = False) -> None:
         """Exit after the current turn (at once, with ``cancel``); no restart."""
@@ -218,16 +237,26 @@ class ExecutorLoop:
                       self.session_id, reason, describe(exc))
 
     async def _serve(self) -> None:
-        while not self.stopping:
-            self._pending = False
-            start = await self.session.ask(TakeTurn(self, self.options.max_batch))
-            if start is STOP:
+        while True:
+            start = self._handed
+            if start is not None:  # staged when it was admitted: it has begun
+                self._handed = None
+                if self._handed_cancelled:
+                    self._handed_cancelled = False
+                    await self._ask_ignoring_stale(InterruptTurn(start.run.run_id))
+                    continue
+            elif self.stopping:
                 return
+            else:
+                self._pending = False
+                start = await self.session.ask(TakeTurn(self, self.options.max_batch))
+                if start is STOP:
+                    return
             if start is None or not await self._turn(start):
                 await self._wait_for_work()
 
     async def _wait_for_work(self) -> None:
-        if not self._pending and not self.stopping:
+        if not self._pending and not self.stopping and self._handed is None:
             self._wake = trio.Event()
             await self._wake.wait()
             self._wake = None
