@@ -490,3 +490,55 @@ async def test_spawn_names_the_actor_after_its_class_by_default() -> None:
         assert ref.name == "Recorder"
         assert ref.statistics().name == "Recorder"
         assert "Recorder" in repr(ref)
+
+
+# -- synchronous handling --------------------------------------------------------------
+
+
+class Tally(Recorder):
+    """Handles plain messages synchronously when the kernel lets it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inline: list[Any] = []
+
+    def actor_receive_now(self, message: Any) -> None:
+        self.inline.append(message)
+        self.received.append(message)
+
+
+async def test_a_tell_nowait_to_an_idle_sync_actor_is_handled_at_once_without_a_task() -> None:
+    async with trio.open_nursery() as nursery:
+        actor = Tally()
+        ref = spawn(actor, nursery)
+        ref.tell_nowait("a")
+        assert actor.received == ["a"] and actor.inline == ["a"]
+        stats = ref.statistics()
+        assert (stats.active, stats.processed, stats.mailbox_depth) == (False, 1, 0)
+
+
+async def test_a_busy_sync_actor_queues_so_nothing_overtakes() -> None:
+    async with trio.open_nursery() as nursery:
+        actor = Tally()
+        ref = spawn(actor, nursery)
+        gate = Gate()
+        await ref.tell(gate)  # tell always queues: the actor's task serves the gate
+        await gate.entered.wait()
+        ref.tell_nowait("b")  # queued behind the gate, not handled inline
+        ref.tell_nowait("c")
+        assert actor.received == [gate]
+        gate.open.set()
+        await ref.wait_idle()
+        assert actor.received == [gate, "b", "c"] and actor.inline == []
+        ref.tell_nowait("d")
+        assert actor.received[-1] == "d" and actor.inline == ["d"]
+
+
+async def test_a_stopped_sync_actor_refuses_a_tell_nowait() -> None:
+    async with trio.open_nursery() as nursery:
+        actor = Tally()
+        ref = spawn(actor, nursery)
+        ref.stop()
+        with pytest.raises(ActorStopped):
+            ref.tell_nowait("late")
+        assert actor.received == []

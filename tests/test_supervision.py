@@ -217,6 +217,7 @@ async def test_a_hung_session_is_restarted_then_stopped_while_others_progress_un
     with trio.fail_after(1000):
         outcome = await hung.wait(stuck.input_id)
     gave_up_at = trio.current_time() - start
+    await trio.testing.wait_all_tasks_blocked()  # the loop gives up after the abandon
     assert await hung.state() is SessionState.STOPPED
     assert outcome == Abandoned(
         input_id=stuck.input_id, reason=AbandonReason.MAX_ATTEMPTS,

@@ -17,11 +17,19 @@ A handler that raises answers the asker with that exception and the actor
 carries on.  A handler that raises for a ``tell`` (nobody to answer) is a
 crash of the actor: the exception escapes into the system nursery, where its
 supervisor sees it.
+
+An actor whose handling never awaits may also define a synchronous
+``actor_receive_now``.  A ``tell_nowait`` that finds its mailbox empty and no
+task serving it is then handled at once, in the sender's task: the message
+would have been next anyway, and a handler that cannot yield runs whole, so
+the order and the one-at-a-time guarantee are the same, without the task
+switch.  Its exception is raised to the sender (it is the sender's bug).
 """
 
 from __future__ import annotations
 
 import collections
+from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 import attrs
@@ -50,6 +58,11 @@ class Actor:
     #: :meth:`actor_receive_batch` at once instead of calling
     #: :meth:`actor_receive` per message: the shape of a group commit.
     actor_batch_max: int = 0
+
+    #: A synchronous handler (``def actor_receive_now(self, message)``) that
+    #: the kernel may call in the sender's task for a ``tell_nowait`` to an
+    #: idle actor (see the module notes); only for handling that never awaits.
+    actor_receive_now: Callable[[Any], None] | None = None
 
     async def actor_receive(self, message: Any) -> Any:
         """Handle one message; the return value answers an ``ask``."""
@@ -163,12 +176,18 @@ class ActorRef(Generic[T]):
             self._check()
 
     def tell_nowait(self, message: Any) -> None:
-        """Enqueue ``message`` without waiting.
+        """Enqueue ``message`` without waiting (or handle it at once, see above).
 
         Raises:
             ActorStopped: the actor stopped.  trio.WouldBlock: the mailbox is full.
         """
         self._check()
+        if not self._running and not self._mail:
+            receive_now = getattr(self.actor, "actor_receive_now", None)  # also non-Actor actors
+            if receive_now is not None:
+                self._processed += 1
+                receive_now(message)
+                return
         if len(self._mail) >= self._capacity:
             raise trio.WouldBlock
         self._put(message, None)

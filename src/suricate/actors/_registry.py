@@ -91,6 +91,9 @@ class CompletionRegistry(Actor):
         self.closed = False
 
     async def actor_receive(self, message: object) -> None:
+        self.actor_receive_now(message)
+
+    def actor_receive_now(self, message: object) -> None:
         if isinstance(message, Resolve):
             for outcome in message.outcomes:
                 for waiter in self.waiters.pop((message.session_id, outcome.input_id), ()):
