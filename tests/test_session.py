@@ -661,3 +661,34 @@ async def test_detach_cancel_right_after_a_submit_never_runs_the_staged_turn(rt)
         record = await s.input(ack.input_id)
         assert (record.state, record.attempt) == (InputState.QUEUED, 0)
         assert ex.finished == len(ex.turns)
+
+
+async def test_a_submit_behind_another_wake_of_a_parked_loop_is_staged_once(rt) -> None:
+    from suricate.actors._messages import Recycle
+
+    for n in range(30):  # the woken loop's TakeTurn and the submit race: both orders
+        s = await rt.open_session(f"s{n}")
+        await s.attach(ScriptedExecutor())
+        await trio.testing.wait_all_tasks_blocked()
+        s._ref.tell_nowait(Recycle())  # wakes the parked loop (in the mailbox first)
+        with trio.fail_after(5):
+            done = await s.ask({"n": n})
+        assert isinstance(done, Completed)
+        record = await s.input(done.input_id)
+        assert [h.state for h in record.history] == [
+            InputState.QUEUED, InputState.STAGED, InputState.CONSUMED,
+        ]
+
+
+async def test_a_cancel_right_after_a_turn_was_handed_to_the_loop_is_not_lost(rt) -> None:
+    for n in range(30):  # the loop may or may not have begun the turn: both must hold
+        s = await rt.open_session(f"s{n}")
+        ack = await s.submit({"n": n})
+        ex = ScriptedExecutor(block=True)
+        async with rt.events(session_id=s.id, kinds={"run.started"}) as events:
+            await s.attach(ex)
+            with trio.fail_after(5):
+                await events.__anext__()
+                await s.detach(cancel=True)
+        record = await s.input(ack.input_id)
+        assert (record.state, record.attempt) == (InputState.QUEUED, 0)

@@ -479,8 +479,8 @@ class Runtime:
         with trio.move_on_after(grace):
             for loop in loops:
                 await loop.exited.wait()
-        for loop in loops:
-            loop.stop(cancel=True)
+        for session in self._sessions.values():
+            session._ref.actor.cancel_loop()
         for loop in loops:
             await loop.exited.wait()
         await self._comms.close()

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import collections
 import unicodedata
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Final
 
 import attrs
@@ -354,7 +354,7 @@ class SessionCore:
         now: float,
         internal: bool = False,
         outbox_id: int | None = None,
-        start_run: str | None = None,
+        start_run: Callable[[], str] | None = None,
     ) -> Step:
         """Admit ``inp``.  ``reply`` is :class:`Accepted` or :class:`Deduplicated`.
 
@@ -362,9 +362,9 @@ class SessionCore:
         marked delivered in the same commit (also when deduplicated).
 
         ``start_run``: when the new input is the only work of an attached,
-        idle session, it is also staged into a turn of that id in the same
-        step (``run`` is then the new :class:`RunState`), as ``take_turn``
-        would stage it: one commit instead of two.
+        idle session, it is also staged into a turn (whose id this makes) in
+        the same step (``run`` is then the new :class:`RunState`), as
+        ``take_turn`` would stage it: one commit instead of two.
 
         Raises:
             InputRejected, NotReady, SessionDestroyed, Overloaded.
@@ -440,9 +440,10 @@ class SessionCore:
         )
         run: RunState | _Unchanged = UNCHANGED
         if start_run is not None and self._may_start_with_new_input():
-            records[0] = self._stage((record,), start_run, now)[0]
-            run = RunState(run_id=start_run, input_ids=(input_id,), started_at=now)
-            events.append(("run.started", None, start_run, {"inputs": [input_id]}))
+            run_id = start_run()
+            records[0] = self._stage((record,), run_id, now)[0]
+            run = RunState(run_id=run_id, input_ids=(input_id,), started_at=now)
+            events.append(("run.started", None, run_id, {"inputs": [input_id]}))
             events.extend(_input_events(records[:1]))
         return Step(
             records=tuple(records),

@@ -262,8 +262,16 @@ class SessionActor(Actor):
         """Cancel the running turn (unless its commit has started); from here
         on the run may not commit a boundary, and an orphan is interrupted."""
         run = self.core.run
-        if run is not None and loop.cancel_turn():
+        if run is not None and loop.cancel_turn(run.run_id):
             self._cancelling = run.run_id
+
+    def cancel_loop(self) -> None:
+        """Cancel the running turn and stop the loop (runtime shutdown).  Not
+        a message: synchronous, it never interleaves with a handler's step."""
+        loop = self.loop
+        if loop is not None:
+            self._cancel_run(loop)
+            loop.stop()
 
     async def _tell_registry(self, message: Any) -> None:
         # Without a scheduling round when there is room: FIFO order is what
@@ -285,7 +293,7 @@ class SessionActor(Actor):
     async def _submit(self, message: Submit) -> Any:
         loop = self.loop
         # A loop parked for work gets the input staged in its admitting commit.
-        start_run = self.new_id() if loop is not None and loop.parked else None
+        start_run = self.new_id if loop is not None and loop.parked else None
         step = self.core.submit(
             message.input,
             input_id=self.new_id(),

@@ -101,7 +101,7 @@ class ExecutorLoop:
         self._pending = False
         self._wake: trio.Event | None = None
         self._handed: TurnStart | None = None
-        self._handed_cancelled = False
+        self._cancel_run: str | None = None  # cancelled before it began
         self._turn_scope: trio.CancelScope | None = None
         self._scope: trio.CancelScope | None = None
         self._delay_scope: trio.CancelScope | None = None
@@ -117,33 +117,41 @@ class ExecutorLoop:
 
     @property
     def parked(self) -> bool:
-        """Waiting for work, with nothing handed to it yet."""
-        return self._wake is not None and not self.stopping and self._handed is None
+        """Waiting for work, not yet woken, not stopping, nothing handed to it."""
+        wake = self._wake
+        return (
+            wake is not None
+            and not wake.is_set()
+            and not self.stopping
+            and self._handed is None
+        )
 
     def hand(self, start: TurnStart) -> bool:
         """Give the parked loop a turn the session already staged; False if
         the loop is no longer parked (it will not run it)."""
-        if self._wake is None or self._handed is not None:
+        if not self.parked:
             return False
         self._handed = start
         self.wake()
         return True
 
-    def cancel_turn(self) -> bool:
-        """Cancel the running turn, unless its commit has started; True if cancelled."""
+    def cancel_turn(self, run_id: str | None = None) -> bool:
+        """Cancel the running turn, unless its commit has started; True if cancelled.
+
+        ``run_id`` names the session's current run: if the loop has not begun
+        it yet (its start is on the way), it is interrupted without running.
+        """
         if self._turn_scope is not None:
             self._turn_scope.cancel()
             return True
-        if self._handed is not None:  # handed but not begun: it will not run
-            self._handed_cancelled = True
+        if run_id is not None:
+            self._cancel_run = run_id
             return True
         return False
 
-    def stop(self, *, cancel: bool = False) -> None:
-        """Exit after the current turn (at once, with ``cancel``); no restart."""
+    def stop(self) -> None:
+        """Exit after the current turn (cancel it first with :meth:`cancel_turn`); no restart."""
         self.stopping = True
-        if cancel:
-            self.cancel_turn()
         if self._delay_scope is not None:  # a retry backoff is not a turn to finish
             self._delay_scope.cancel()
         self.wake()
@@ -241,10 +249,6 @@ class ExecutorLoop:
             start = self._handed
             if start is not None:  # staged when it was admitted: it has begun
                 self._handed = None
-                if self._handed_cancelled:
-                    self._handed_cancelled = False
-                    await self._ask_ignoring_stale(InterruptTurn(start.run.run_id))
-                    continue
             elif self.stopping:
                 return
             else:
@@ -264,6 +268,10 @@ class ExecutorLoop:
     async def _turn(self, start: TurnStart) -> bool:
         """Run one turn; False when the session said no work is waiting."""
         run = start.run
+        if run.run_id == self._cancel_run:  # cancelled before it began
+            self._cancel_run = None
+            await self._ask_ignoring_stale(InterruptTurn(run.run_id))
+            return True
         inputs = [r.to_input() for r in start.inputs]
         turn = Turn(
             run_id=run.run_id,
