@@ -227,8 +227,16 @@ def session_from_row(row: Sequence[Any]) -> tuple[SessionRecord, str | None, int
     return record, row[7], row[8]
 
 
+#: Enum members to their stored text: a dict lookup is cheaper than ``.value``
+#: (an enum property), and a row takes five or more of them.
+_TEXT: Final[dict[Any, str]] = {
+    m: m.value for e in (InputState, Durability, Handling, AbandonReason) for m in e
+}
+
+
 def input_to_row(r: InputRecord) -> tuple[Any, ...]:
-    history = json.dumps([[h.state.value, h.at, h.run_id] for h in r.history])
+    text = _TEXT
+    history = json.dumps([[text[h.state], h.at, h.run_id] for h in r.history])
     return (
         r.session_id,
         r.input_id,
@@ -236,17 +244,17 @@ def input_to_row(r: InputRecord) -> tuple[Any, ...]:
         r.order,
         r.kind,
         r.payload_json,
-        r.durability.value,
-        r.handling.value,
+        text[r.durability],
+        text[r.handling],
         r.idempotency_key,
         r.supersession_key,
         r.correlation_id,
         r.metadata_json,
-        r.state.value,
+        text[r.state],
         r.attempt,
         r.run_id,
         r.boundary,
-        r.reason.value if r.reason is not None else None,
+        text[r.reason] if r.reason is not None else None,
         r.error,
         r.result_json,
         r.superseded_by,

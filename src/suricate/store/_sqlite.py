@@ -159,11 +159,11 @@ def _apply(conn: sqlite3.Connection, ws: WriteSet) -> None:
             "version = excluded.version",
             session_to_row(ws.session),
         )
-    if ws.inputs:
-        conn.executemany(
-            _UPSERT_INPUT,
-            [input_to_row(r) for r in ws.inputs],
-        )
+    inputs = ws.inputs
+    if len(inputs) == 1:
+        conn.execute(_UPSERT_INPUT, input_to_row(inputs[0]))
+    elif inputs:
+        conn.executemany(_UPSERT_INPUT, [input_to_row(r) for r in inputs])
     snapshot = ws.snapshot
     if snapshot is not None:
         cursor = conn.execute(
@@ -237,34 +237,29 @@ def _commit_one(conn: sqlite3.Connection, ws: WriteSet) -> outcome.Outcome[None]
 
 
 def _commit_batch(host: _Connection, batch: list[WriteSet]) -> list[outcome.Outcome[None]]:
-    """Commit ``batch`` in one transaction; a failing write-set fails alone."""
+    """Commit ``batch`` in one transaction; a failing write-set fails alone.
+
+    The batch is applied optimistically, without a savepoint per write-set
+    (two statements each).  If anything fails, the whole transaction rolls
+    back and the write-sets are committed one by one, so that only those that
+    really fail are reported as failed.
+    """
     conn = host.connection()
     if len(batch) == 1:
         return [_commit_one(conn, batch[0])]
-    results: list[outcome.Outcome[None]] = []
     try:
         conn.execute("BEGIN IMMEDIATE")
         try:
             for ws in batch:
-                conn.execute("SAVEPOINT ws")
-                try:
-                    _apply(conn, ws)
-                except Exception as exc:
-                    conn.execute("ROLLBACK TO ws")
-                    results.append(outcome.Error(_store_error(exc, "commit failed")))
-                else:
-                    results.append(outcome.Value(None))
-                conn.execute("RELEASE ws")
+                _apply(conn, ws)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
     except Exception:
-        # The group transaction failed as a whole: retry one by one, so
-        # only the write-sets that really fail are reported as failed.
         return [_commit_one(conn, ws) for ws in batch]
-    return results
+    return [outcome.Value(None) for _ in batch]  # an outcome is unwrapped once
 
 
 # -- the reader's side ------------------------------------------------------------------
