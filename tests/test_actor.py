@@ -542,3 +542,44 @@ async def test_a_stopped_sync_actor_refuses_a_tell_nowait() -> None:
         with pytest.raises(ActorStopped):
             ref.tell_nowait("late")
         assert actor.received == []
+
+
+class Echoer(Actor):
+    """Handles inline; a message for itself sent from inside the handler queues."""
+
+    def __init__(self) -> None:
+        self.ref: ActorRef[Echoer] | None = None
+        self.active = 0
+        self.most = 0
+        self.log: list[Any] = []
+
+    def actor_receive_now(self, message: Any) -> None:
+        self.active += 1
+        self.most = max(self.most, self.active)
+        self.log.append(message)
+        if message == "ping":
+            assert self.ref is not None
+            self.ref.tell_nowait("pong")
+        if message == "fail":
+            self.active -= 1
+            raise ValueError("bad message")
+        self.active -= 1
+
+    async def actor_receive(self, message: Any) -> None:
+        self.actor_receive_now(message)
+
+
+async def test_a_sync_handler_is_never_re_entered_and_failures_are_counted() -> None:
+    async with trio.open_nursery() as nursery:
+        actor = Echoer()
+        ref = actor.ref = spawn(actor, nursery)
+        ref.tell_nowait("ping")
+        assert actor.log == ["ping"]  # "pong" queued, not handled inside "ping"
+        await ref.wait_idle()
+        assert actor.log == ["ping", "pong"] and actor.most == 1
+        with pytest.raises(ValueError, match="bad message"):
+            ref.tell_nowait("fail")  # the sender's bug: raised to the sender
+        stats = ref.statistics()
+        assert (stats.processed, stats.failed, stats.active) == (2, 1, False)
+        ref.tell_nowait("after")
+        assert actor.log[-1] == "after"

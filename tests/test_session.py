@@ -692,3 +692,47 @@ async def test_a_cancel_right_after_a_turn_was_handed_to_the_loop_is_not_lost(rt
                 await s.detach(cancel=True)
         record = await s.input(ack.input_id)
         assert (record.state, record.attempt) == (InputState.QUEUED, 0)
+
+
+class _SlowStaging(MemoryStore):
+    """Holds the commit that stages a turn until ``release`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.staging = trio.Event()
+        self.release = trio.Event()
+
+    async def commit(self, write_set: suricate.store.WriteSet) -> None:
+        if any(r.state is InputState.STAGED for r in write_set.inputs) and not self.release.is_set():
+            self.staging.set()
+            await self.release.wait()
+        await super().commit(write_set)
+
+
+async def test_shutdown_while_a_turn_is_being_staged_never_runs_it(ids) -> None:
+    store = _SlowStaging()
+    runs: list[str] = []
+
+    async def hangs(turn: suricate.Turn) -> None:
+        runs.append(turn.run_id)
+        await trio.sleep_forever()
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            async with suricate.open_runtime(store, id_factory=ids) as rt:
+                s = await rt.open_session("s")
+                ack = await s.submit({"x": 1})
+                await s.attach(hangs)
+                await store.staging.wait()
+
+                async def release_once_shutdown_waits() -> None:
+                    await trio.testing.wait_all_tasks_blocked()
+                    store.release.set()
+
+                nursery.start_soon(release_once_shutdown_waits)
+            # Left while the staging commit was in flight: it committed, then
+            # the turn was cancelled before it began.
+    assert runs == []
+    async with suricate.open_runtime(store, id_factory=ids) as rt:
+        record = await (await rt.open_session("s")).input(ack.input_id)
+    assert (record.state, record.attempt) == (InputState.QUEUED, 0)

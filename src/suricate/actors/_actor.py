@@ -185,8 +185,21 @@ class ActorRef(Generic[T]):
         if not self._running and not self._mail:
             receive_now = getattr(self.actor, "actor_receive_now", None)  # also non-Actor actors
             if receive_now is not None:
-                self._processed += 1
-                receive_now(message)
+                self._running = True  # a message sent from inside the handler queues
+                try:
+                    receive_now(message)
+                except BaseException:
+                    self._failed += 1
+                    raise
+                else:
+                    self._processed += 1
+                finally:
+                    self._running = False
+                    if self._stopped:
+                        self._finish()
+                    elif self._mail:  # sent from inside the handler: served next
+                        self._running = True
+                        self._nursery.start_soon(self._serve, name=self.name)
                 return
         if len(self._mail) >= self._capacity:
             raise trio.WouldBlock

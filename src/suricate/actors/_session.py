@@ -155,6 +155,7 @@ class SessionActor(Actor):
         self.restarts = 0
         self.crashes = 0
         self._cancelling: str | None = None  # the run whose cancellation was requested
+        self._cancel_all = False  # shutting down: every turn is cancelled
         self._handlers: dict[type, Callable[[Any], Any]] = {
             Submit: self._submit,
             MarkDead: self._mark_dead,
@@ -267,7 +268,9 @@ class SessionActor(Actor):
 
     def cancel_loop(self) -> None:
         """Cancel the running turn and stop the loop (runtime shutdown).  Not
-        a message: synchronous, it never interleaves with a handler's step."""
+        a message: it runs between two steps of a handler, so a turn staged
+        by a handler still committing is cancelled when that commit returns."""
+        self._cancel_all = True
         loop = self.loop
         if loop is not None:
             self._cancel_run(loop)
@@ -511,6 +514,8 @@ class SessionActor(Actor):
         if step.reply is None:
             return None
         await self._commit(step)
+        if self._cancel_all:  # shut down while staging: the turn must not run
+            self._cancel_run(loop)
         return TurnStart(run=step.reply, inputs=step.records, snapshot_json=self.core.snapshot_json)
 
     async def _checkpoint_turn(self, message: CheckpointTurn) -> tuple[InputRecord, ...]:

@@ -8,13 +8,14 @@ read-only connection; WAL lets it read while the writer writes).  Nothing in
 trio blocks on SQLite: every call goes through :mod:`suricate.actors._bridge`.
 
 The trio-side :class:`StoreActor` takes every write-set waiting in its
-mailbox as one batch (group commit): one ``BEGIN IMMEDIATE ... COMMIT`` with a
-``SAVEPOINT`` per write-set, so a write-set that fails (a snapshot revision
-mismatch, a duplicate receipt) is rolled back alone while the rest of the
-batch commits.  If the ``COMMIT`` itself fails, the batch is retried
-write-set by write-set.  Each caller is answered only after the transaction
-holding its write-set committed; with ``synchronous=FULL`` (the default)
-that means it is on disk.
+mailbox as one batch (group commit): one ``BEGIN IMMEDIATE ... COMMIT``.  If
+any write-set fails (a snapshot revision mismatch, a duplicate receipt, a
+colliding key) or the ``COMMIT`` itself does, the whole transaction is rolled
+back and the batch is committed write-set by write-set, so that only the bad
+one fails and nothing of it is kept.  That retry costs one transaction per
+write-set; failures are rare, so the common path pays no savepoints.  Each
+caller is answered only after the transaction holding its write-set
+committed; with ``synchronous=FULL`` (the default) that means it is on disk.
 
 A lock file beside the database (``agent.db.lock``, holding the owner's pid
 and host) is ``flock``-ed for the store's lifetime: a second runtime on the
