@@ -142,8 +142,14 @@ class Session:
         if not isinstance(input_id, str):
             raise InputRejected("input_id must be a str")
         waiter = Waiter()
+        return await self._await(Wait(input_id, waiter), waiter, timeout)
+
+    async def _await(
+        self, message: Wait | SubmitWait, waiter: Waiter, timeout: float | None
+    ) -> Outcome:
+        """Send ``message`` (which carries ``waiter``) and wait for the outcome."""
         try:
-            answer = await self._ask(Wait(input_id, waiter))
+            answer = await self._ask(message)
             if not isinstance(answer, Waiter):
                 waiter.resolve(answer)  # answered at once, never registered
             return await waiter.wait(timeout)
@@ -169,13 +175,7 @@ class Session:
         """``submit`` then ``wait`` for the input's outcome (one round trip)."""
         inp = _as_input(input_or_payload, input_fields)
         waiter = Waiter()
-        try:
-            _, answer = await self._ask(SubmitWait(inp, waiter))
-            if not isinstance(answer, Waiter):
-                waiter.resolve(answer)
-            return await waiter.wait(timeout)
-        finally:
-            await self._withdraw(waiter)
+        return await self._await(SubmitWait(inp, waiter), waiter, timeout)
 
     async def attach(
         self,

@@ -163,8 +163,11 @@ class ActorRef(Generic[T]):
         self._check()  # again: the actor may have stopped while the sender waited
         self._mail.append((message, reply))
         if not self._running:
-            self._running = True
-            self._nursery.start_soon(self._serve, name=self.name)
+            self._serve_soon()
+
+    def _serve_soon(self) -> None:
+        self._running = True
+        self._nursery.start_soon(self._serve, name=self.name)
 
     def _check(self) -> None:
         if self._stopped:
@@ -198,8 +201,7 @@ class ActorRef(Generic[T]):
                     if self._stopped:
                         self._finish()
                     elif self._mail:  # sent from inside the handler: served next
-                        self._running = True
-                        self._nursery.start_soon(self._serve, name=self.name)
+                        self._serve_soon()
                 return
         if len(self._mail) >= self._capacity:
             raise trio.WouldBlock

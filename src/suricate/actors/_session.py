@@ -329,9 +329,9 @@ class SessionActor(Actor):
             record = await self.store.load_input(self.core.id, input_id)
         return record
 
-    async def _submit_wait(self, message: SubmitWait) -> tuple[Any, Outcome | Waiter]:
+    async def _submit_wait(self, message: SubmitWait) -> Outcome | Waiter:
         ack = await self._submit(Submit(message.input))
-        return ack, await self._wait(Wait(ack.input_id, message.waiter))
+        return await self._wait(Wait(ack.input_id, message.waiter))
 
     async def _wait(self, message: Wait) -> Outcome | Waiter:
         record = await self._record(message.input_id)

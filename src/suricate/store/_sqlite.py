@@ -222,16 +222,22 @@ def _apply(conn: sqlite3.Connection, ws: WriteSet) -> None:
         )
 
 
+def _transaction(conn: sqlite3.Connection, write_sets: Sequence[WriteSet]) -> None:
+    """Apply ``write_sets`` in one transaction: all of them, or (raising) none."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for ws in write_sets:
+            _apply(conn, ws)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
 def _commit_one(conn: sqlite3.Connection, ws: WriteSet) -> outcome.Outcome[None]:
     try:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            _apply(conn, ws)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+        _transaction(conn, (ws,))
     except Exception as exc:
         return outcome.Error(_store_error(exc, "commit failed"))
     return outcome.Value(None)
@@ -249,15 +255,7 @@ def _commit_batch(host: _Connection, batch: list[WriteSet]) -> list[outcome.Outc
     if len(batch) == 1:
         return [_commit_one(conn, batch[0])]
     try:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for ws in batch:
-                _apply(conn, ws)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+        _transaction(conn, batch)
     except Exception:
         return [_commit_one(conn, ws) for ws in batch]
     return [outcome.Value(None) for _ in batch]  # an outcome is unwrapped once

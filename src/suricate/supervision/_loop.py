@@ -101,7 +101,7 @@ class ExecutorLoop:
         self._pending = False
         self._wake: trio.Event | None = None
         self._handed: TurnStart | None = None
-        self._cancel_run: str | None = None  # cancelled before it began
+        self._cancelled_start: str | None = None  # a run cancelled before it began
         self._turn_scope: trio.CancelScope | None = None
         self._scope: trio.CancelScope | None = None
         self._delay_scope: trio.CancelScope | None = None
@@ -145,7 +145,7 @@ class ExecutorLoop:
             self._turn_scope.cancel()
             return True
         if run_id is not None:
-            self._cancel_run = run_id
+            self._cancelled_start = run_id
             return True
         return False
 
@@ -189,8 +189,6 @@ class ExecutorLoop:
             shutdown=math.inf,
         )
         self.supervisor = Supervisor([child], policy=policy, rng=self.rng, emit=self.emit)
-        if self.stopping:  # stopped before it ran (a detach right after attach)
-            self.supervisor.request_stop()
         try:
             with trio.CancelScope() as self._scope:
                 try:
@@ -228,8 +226,8 @@ class ExecutorLoop:
             raise
         finally:
             if self.stopping and self.supervisor is not None and not self.supervisor.stopping:
-                # Ending because it was told to (or its session is gone) is
-                # not an exit for a PERMANENT restart to undo.
+                # Ending because it was told to (also before it first ran), or
+                # because its session is gone, is not an exit to restart.
                 self.supervisor.request_stop()
 
     async def _give_up(self, reason: str) -> None:
@@ -268,8 +266,8 @@ class ExecutorLoop:
     async def _turn(self, start: TurnStart) -> bool:
         """Run one turn; False when the session said no work is waiting."""
         run = start.run
-        if run.run_id == self._cancel_run:  # cancelled before it began
-            self._cancel_run = None
+        if run.run_id == self._cancelled_start:
+            self._cancelled_start = None
             await self._ask_ignoring_stale(InterruptTurn(run.run_id))
             return True
         inputs = [r.to_input() for r in start.inputs]
