@@ -1,4 +1,4 @@
-"""The actor kernel (``suricate.actors._actor``): mailbox order, ask/tell,
+"""The actor kernel (``suricate._kernel``): mailbox order, ask/tell,
 timeouts, the bounded mailbox, stopping, passivation and statistics."""
 
 from __future__ import annotations

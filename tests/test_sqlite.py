@@ -20,7 +20,7 @@ import trio
 
 import suricate
 from suricate import AbandonReason, Abandoned, Completed, InputState, SessionState
-from suricate.actors._bridge import call_on_host
+from suricate._kernel import call_on_host
 from suricate.store import SqliteStore, WriteSet
 from suricate.testing import FaultyStore, ScriptedExecutor, durable_view, memory_view
 

@@ -270,12 +270,12 @@ async def test_a_loop_stopped_before_it_runs_ends_without_restarts(rt, autojump_
     loop = ExecutorLoop(
         session=s._ref,
         session_id="s",
-        executor=ScriptedExecutor(),
+        run_turn=ScriptedExecutor().run,
         options=LoopOptions(),
         rng=random.Random(1),
         emit=lambda kind, data: emitted.append(kind),
     )
-    loop.stop()
+    loop.close()
     start = trio.current_time()
     with trio.fail_after(5):
         await loop.run()

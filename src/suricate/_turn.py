@@ -2,26 +2,22 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, Union
+from typing import Any, Protocol, Union
 
 import attrs
 
 from ._errors import InputRejected, SuricateError
 from ._model import UNCHANGED, Input
 
-if TYPE_CHECKING:
-    from .supervision._loop import ExecutorLoop
-
 __all__ = [
+    "Checkpointer",
     "Executor",
     "ExecutorExit",
     "Fatal",
     "PeerMessage",
     "Turn",
     "TurnResult",
-    "as_executor",
 ]
 
 
@@ -59,6 +55,25 @@ class PeerMessage:
     correlation_id: str | None = attrs.field(default=None, kw_only=True)
 
 
+def _check_results(instance: Any, attribute: Any, value: Any) -> None:
+    if value is not None and not isinstance(value, Mapping):
+        raise InputRejected(
+            f"TurnResult.results must be a mapping of input id to result, got {type(value).__name__}"
+        )
+
+
+def _check_messages(instance: Any, attribute: Any, value: Any) -> None:
+    if not isinstance(value, (list, tuple)):
+        raise InputRejected(
+            f"TurnResult.messages must be a list of PeerMessage, got {type(value).__name__}"
+        )
+    for message in value:
+        if not isinstance(message, PeerMessage):
+            raise InputRejected(
+                f"TurnResult.messages must hold PeerMessage values, got {type(message).__name__}"
+            )
+
+
 @attrs.frozen(kw_only=True)
 class TurnResult:
     """What a turn commits.
@@ -71,9 +86,9 @@ class TurnResult:
     """
 
     snapshot: Any = UNCHANGED
-    results: Mapping[str, Any] | None = None
+    results: Mapping[str, Any] | None = attrs.field(default=None, validator=_check_results)
     result: Any = UNCHANGED
-    messages: Sequence[PeerMessage] = ()
+    messages: Sequence[PeerMessage] = attrs.field(default=(), validator=_check_messages)
 
     def results_for(self, input_ids: Sequence[str]) -> dict[str, Any] | None:
         if self.results is not None and self.result is not UNCHANGED:
@@ -83,10 +98,18 @@ class TurnResult:
         return None if self.results is None else dict(self.results)
 
 
+class Checkpointer(Protocol):
+    """Commits a boundary of a running turn (the executor loop provides it)."""
+
+    def __call__(
+        self, turn: Turn, snapshot: Any, results: Mapping[str, Any] | None
+    ) -> Awaitable[list[Input]]: ...
+
+
 class Turn:
     """One run of an executor over one or more inputs of a session."""
 
-    __slots__ = ("run_id", "session_id", "inputs", "snapshot", "attempt", "_loop")
+    __slots__ = ("run_id", "session_id", "inputs", "snapshot", "attempt", "_checkpoint")
 
     def __init__(
         self,
@@ -96,14 +119,14 @@ class Turn:
         inputs: list[Input],
         snapshot: Any,
         attempt: int,
-        loop: ExecutorLoop | None = None,
+        checkpoint: Checkpointer | None = None,
     ) -> None:
         self.run_id = run_id
         self.session_id = session_id
         self.inputs = inputs
         self.snapshot = snapshot
         self.attempt = attempt
-        self._loop = loop
+        self._checkpoint = checkpoint
 
     def __repr__(self) -> str:
         return f"<Turn {self.run_id} of {self.session_id!r}: {len(self.inputs)} inputs>"
@@ -117,9 +140,9 @@ class Turn:
         Returns:
             The ``STEER`` inputs that arrived meanwhile; they join this turn.
         """
-        if self._loop is None:
+        if self._checkpoint is None:
             raise RuntimeError("this turn is not running in an executor loop")
-        joined = await self._loop.checkpoint(self, snapshot=snapshot, results=results)
+        joined = await self._checkpoint(self, snapshot, results)
         self.inputs.extend(joined)
         if snapshot is not UNCHANGED:
             self.snapshot = snapshot
@@ -131,24 +154,3 @@ class _RunExecutor(Protocol):
 
 
 Executor = Union[Callable[[Turn], Awaitable["TurnResult | None"]], _RunExecutor]
-
-
-def as_executor(executor: Any) -> Callable[[Turn], Awaitable[TurnResult | None]]:
-    """Normalize an executor to one async callable.
-
-    Raises:
-        InputRejected: ``executor`` is not an async function, an object with an
-            async ``run`` method, or a plain function.
-    """
-    run = getattr(executor, "run", None)
-    if run is not None and inspect.iscoroutinefunction(run):
-        return run  # type: ignore[no-any-return]
-    if inspect.iscoroutinefunction(executor) or inspect.iscoroutinefunction(
-        getattr(executor, "__call__", None)  # noqa: B004 (the method, not callability)
-    ):
-        return executor  # type: ignore[no-any-return]
-    if callable(executor):
-        from .supervision._thread import ThreadExecutor
-
-        return ThreadExecutor(executor).run
-    raise InputRejected(f"not an executor: {executor!r}")

@@ -11,8 +11,10 @@ pending ``wait`` calls raise :class:`RuntimeClosed`.
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import random
+import time
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
@@ -25,6 +27,7 @@ import trio
 from ._errors import (
     ActorStopped,
     InputRejected,
+    NotReady,
     RuntimeClosed,
     RuntimeCrashed,
     SessionNotFound,
@@ -51,14 +54,14 @@ from ._model import (
     StopReport,
     StoredSession,
     check_session_id,
-    recover_step,
 )
-from .actors._actor import ActorRef, spawn
+from ._kernel import ActorRef, spawn
 from .actors._comms import Comms
 from .actors._sources import DrainExit, DrainMode, SourceDrain
 from .actors._messages import (
     Attach,
     Detach,
+    Open,
     Operate,
     Read,
     Recover,
@@ -70,8 +73,7 @@ from .actors._messages import (
 from .actors._registry import CloseAll, CompletionRegistry, Unregister, Waiter
 from .actors._session import SessionActor, SessionStats
 from .store import MemoryStore, SqliteStore, Store
-from .supervision._loop import LoopOptions
-from .supervision._policy import Backoff, RestartPolicy
+from .supervision import RUNNING_SESSION, Backoff, LoopOptions, RestartPolicy, as_executor
 
 __all__ = [
     "DrainExit",
@@ -101,10 +103,19 @@ class RuntimeStats:
 class Session:
     """A handle on one open session.  Every method asks the session actor."""
 
-    __slots__ = ("id", "_ref", "_runtime")
+    __slots__ = ("id", "recovered", "_ref", "_runtime")
 
-    def __init__(self, session_id: str, ref: ActorRef[SessionActor], runtime: Runtime) -> None:
+    def __init__(
+        self,
+        session_id: str,
+        ref: ActorRef[SessionActor],
+        runtime: Runtime,
+        recovered: RecoveryReport | None = None,
+    ) -> None:
         self.id = session_id
+        self.recovered = recovered
+        """The report of the recovery that ran when this runtime opened the
+        session (``None`` for a session it created)."""
         self._ref = ref
         self._runtime = runtime
 
@@ -197,7 +208,8 @@ class Session:
             max_batch: how many ``QUEUE`` inputs one turn may take.
 
         Raises:
-            NotReady: already attached.  SessionDestroyed.  InputRejected: bad arguments.
+            NotReady: already attached.  SessionDestroyed.  InputRejected: bad
+                arguments (nothing changed).
         """
         try:
             options = LoopOptions(
@@ -208,14 +220,21 @@ class Session:
             )
         except (TypeError, ValueError) as exc:
             raise InputRejected(str(exc)) from None
-        from ._turn import as_executor
-
         as_executor(executor)  # reject non-executors before anything changes
         await self._ask(Attach(executor, options))
 
     async def detach(self, *, cancel: bool = False) -> None:
         """Detach the executor.  A running turn is first allowed to commit,
-        or with ``cancel=True`` cancelled and its inputs requeued."""
+        or with ``cancel=True`` cancelled and its inputs requeued.
+
+        Raises:
+            NotReady: called from inside this session's own turn (it would
+                wait for itself).
+        """
+        if RUNNING_SESSION.get() == self.id:
+            raise NotReady(
+                SessionState.RUNNING, f"session {self.id!r}: detach from inside its own turn"
+            )
         exited = await self._ask(Detach(cancel))
         if exited is not None:
             await exited.wait()
@@ -388,7 +407,14 @@ class Runtime:
             self._check_open()
         self._opening[session_id] = done = trio.Event()
         try:
-            core = await self._load(session_id)
+            stored = await self.store.load_session(session_id)
+            if stored is None:
+                now = time.time()
+                record = SessionRecord(session_id=session_id, created_at=now, updated_at=now)
+                core = SessionCore(StoredSession(record=record), self.limits)
+            else:
+                # Recovery runs as the actor's first message: one commit path.
+                core = SessionCore(StoredSession(record=stored.record), self.limits)
             actor = SessionActor(
                 core,
                 store=self.store,
@@ -397,38 +423,22 @@ class Runtime:
                 new_id=self._new_id,
                 loop_nursery=self._loop_nursery,
                 rng=self._rng,
+                comms=self._comms,
             )
             ref = spawn(actor, self._nursery, name=f"session {session_id}")
             actor.ref = ref
-            actor.comms = self._comms
-            session = Session(session_id, ref, self)
+            try:
+                report = await ref.ask(Open(stored))
+            except BaseException:
+                ref.stop()
+                raise
+            session = Session(session_id, ref, self, report)
             self._sessions[session_id] = session
             self._comms.add(session_id, ref)
             return session
         finally:
             del self._opening[session_id]
             done.set()
-
-    async def _load(self, session_id: str) -> SessionCore:
-        import time
-
-        now = time.time()
-        stored = await self.store.load_session(session_id)
-        if stored is None:
-            record = SessionRecord(session_id=session_id, created_at=now, updated_at=now)
-            stored = StoredSession(record=record)
-            core = SessionCore(stored, self.limits)
-            from ._model import WriteSet
-
-            await self.store.commit(WriteSet(session_id=session_id, session=record))
-            return core
-        step = recover_step(stored, limits=self.limits, now=now)
-        core = SessionCore(stored, self.limits)
-        write_set = step.write_set(session_id)
-        if write_set is not None and step.records:
-            await self.store.commit(write_set)
-        core.apply(step)
-        return core
 
     def session(self, session_id: str) -> Session:
         """The handle of an open session.
@@ -471,18 +481,22 @@ class Runtime:
         )
 
     async def _shutdown(self, grace: float) -> None:
-        loops = [
-            s._ref.actor.loop for s in self._sessions.values() if s._ref.actor.loop is not None
-        ]
-        for loop in loops:
-            loop.stop()
+        """The shutdown protocol: no turn starts; turns in flight get ``grace``
+        seconds to commit, then are cancelled (requeued without an attempt)
+        and their ends committed; then everything else closes."""
+        actors = [s._ref.actor for s in self._sessions.values()]
+        loops = [loop for actor in actors if (loop := actor.begin_shutdown()) is not None]
         with trio.move_on_after(grace):
             for loop in loops:
                 await loop.exited.wait()
-        for session in self._sessions.values():
-            session._ref.actor.cancel_loop()
+        for actor in actors:
+            actor.cancel_turn()
+        with trio.move_on_after(SHUTDOWN_BOUND):
+            for loop in loops:
+                await loop.exited.wait()
         for loop in loops:
-            await loop.exited.wait()
+            if not loop.exited.is_set():  # a turn that ignores cancellation
+                loop.kill()
         await self._comms.close()
         for drain in list(self._sources):
             drain.abort()
@@ -497,6 +511,11 @@ class Runtime:
             await session._ref.wait_idle()
         self._registry.stop()
         self._bus.close()
+
+
+SHUTDOWN_BOUND: float = 10.0
+"""Seconds the shutdown waits for cancelled turns to report, and for the
+store to close, before it stops waiting."""
 
 
 def _store_statistics(store: Any) -> Any:
@@ -560,6 +579,7 @@ async def open_runtime(
     elif not isinstance(store, Store):
         raise InputRejected(f"not a store: {store!r}")
     body_error: BaseException | None = None
+    started = False
     try:
         async with trio.open_nursery() as system:
             try:
@@ -569,6 +589,7 @@ async def open_runtime(
                 body_error = exc
                 system.cancel_scope.cancel()
                 raise
+            started = True
             registry = spawn(CompletionRegistry(), system, name="completion registry")
             async with trio.open_nursery() as loops:
                 runtime = Runtime(
@@ -586,9 +607,14 @@ async def open_runtime(
                     yield runtime
                 except BaseException as exc:
                     body_error = exc
-                with trio.CancelScope(shield=isinstance(body_error, trio.Cancelled)):
-                    await runtime._shutdown(shutdown_grace)
-            await store.aclose()
+                # Shielded against a cancelled body (or a crash elsewhere), and
+                # bounded: leaving always returns.
+                with trio.CancelScope(shield=True):
+                    with trio.move_on_after(shutdown_grace + 2 * SHUTDOWN_BOUND):
+                        await runtime._shutdown(shutdown_grace)
+                loops.cancel_scope.cancel()
+            await _close_store(store)
+            started = False
             system.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         internal = _without(group, body_error)
@@ -598,8 +624,18 @@ async def open_runtime(
             raise internal from None
         if internal is not None:
             raise RuntimeCrashed(f"the runtime crashed: {internal!r}") from internal
+    finally:
+        if started:  # left by a crash or a cancellation: release the store all the same
+            await _close_store(store)
     if body_error is not None:
         raise body_error
+
+
+async def _close_store(store: Store) -> None:
+    """Close ``store`` whatever is cancelling the caller, within a bound."""
+    with trio.CancelScope(shield=True):
+        with trio.move_on_after(SHUTDOWN_BOUND):
+            await store.aclose()
 
 
 def _without(group: BaseExceptionGroup[Any], error: BaseException | None) -> BaseException | None:

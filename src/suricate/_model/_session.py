@@ -23,7 +23,10 @@ heads, so no decision has to rebuild an index.
 
 from __future__ import annotations
 
+import bisect
 import collections
+import heapq
+import operator
 import unicodedata
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Final
@@ -54,7 +57,9 @@ from ._values import (
     RESERVED_KEY_PREFIX,
     RESERVED_KINDS,
     AbandonReason,
+    Abandoned,
     Accepted,
+    Completed,
     Deduplicated,
     DestroyReport,
     Durability,
@@ -62,6 +67,7 @@ from ._values import (
     Input,
     InputRecord,
     InputState,
+    Outcome,
     RecoveryReport,
     RecycleReport,
     ResetReport,
@@ -69,6 +75,7 @@ from ._values import (
     SessionState,
     StateChange,
     StopReport,
+    Superseded,
     encode_json,
 )
 
@@ -142,8 +149,6 @@ class Step:
     messages: tuple[OutboxMessage, ...] = ()
     events: tuple[EventSpec, ...] = ()
     reply: Any = None
-    wake: bool = False
-    """New work may be ready for the executor loop."""
     cancel_run: bool = False
     """Cancel the running turn (an INTERRUPT input, stop, destroy)."""
     reload: StoredSession | None = None
@@ -222,6 +227,48 @@ def _input_events(records: Sequence[InputRecord]) -> tuple[EventSpec, ...]:
         if r.superseded_by is not None:
             data["by"] = r.superseded_by
         out.append((_EVENT_OF_STATE[r.state], r.input_id, r.run_id, data))
+    return tuple(out)
+
+
+_ORDER: Final = operator.attrgetter("order")
+
+
+def _response_payload(input_id: str, outcome: Outcome) -> dict[str, Any]:
+    """The payload of a ``peer_response``: the request's outcome, as JSON."""
+    if isinstance(outcome, Completed):
+        return {"outcome": "completed", "request_input_id": input_id, "result": outcome.result}
+    if isinstance(outcome, Abandoned):
+        return {
+            "outcome": "abandoned",
+            "request_input_id": input_id,
+            "reason": outcome.reason.value,
+            "error": outcome.error,
+        }
+    assert isinstance(outcome, Superseded)
+    return {"outcome": "superseded", "request_input_id": input_id, "by": outcome.by}
+
+
+def _replies(session_id: str, records: Sequence[InputRecord]) -> tuple[OutboxMessage, ...]:
+    """Responses to the peer requests among ``records`` that are terminal."""
+    out = []
+    for record in records:
+        if record.kind != "peer_message" or not record.state.terminal:
+            continue
+        metadata = record.metadata
+        if not (isinstance(metadata, dict) and metadata.get("reply")):
+            continue
+        outcome = record.outcome()
+        assert outcome is not None
+        out.append(
+            OutboxMessage(
+                session_id=session_id,
+                run_id=record.run_id,
+                target=metadata["from"],
+                payload_json=encode_json(_response_payload(record.input_id, outcome)),
+                kind="peer_response",
+                correlation_id=record.correlation_id,
+            )
+        )
     return tuple(out)
 
 
@@ -354,17 +401,11 @@ class SessionCore:
         now: float,
         internal: bool = False,
         outbox_id: int | None = None,
-        start_run: Callable[[], str] | None = None,
     ) -> Step:
         """Admit ``inp``.  ``reply`` is :class:`Accepted` or :class:`Deduplicated`.
 
         ``outbox_id`` names the outbox row this input delivers: the row is
         marked delivered in the same commit (also when deduplicated).
-
-        ``start_run``: when the new input is the only work of an attached,
-        idle session, it is also staged into a turn (whose id this makes) in
-        the same step (``run`` is then the new :class:`RunState`), as
-        ``take_turn`` would stage it: one commit instead of two.
 
         Raises:
             InputRejected, NotReady, SessionDestroyed, Overloaded.
@@ -438,32 +479,14 @@ class SessionCore:
             and self.run is not None
             and self.record.state is SessionState.IDLE
         )
-        run: RunState | _Unchanged = UNCHANGED
-        if start_run is not None and self._may_start_with_new_input():
-            run_id = start_run()
-            records[0] = self._stage((record,), run_id, now)[0]
-            run = RunState(run_id=run_id, input_ids=(input_id,), started_at=now)
-            events.append(("run.started", None, run_id, {"inputs": [input_id]}))
-            events.extend(_input_events(records[:1]))
         return Step(
             records=tuple(records),
             next_seq=seq + 1,
             next_order=order + 1,
             events=tuple(events),
             reply=Accepted(input_id=input_id),
-            run=run,
-            wake=run is UNCHANGED,
             cancel_run=cancel,
             delivered=() if outbox_id is None else (outbox_id,),
-        )
-
-    def _may_start_with_new_input(self) -> bool:
-        """A turn may start now and nothing queued would run before a new input."""
-        return (
-            self.attached
-            and self.run is None
-            and self.record.state is SessionState.IDLE
-            and not self.has_work()
         )
 
     def _take(self, *, only_steer: bool, max_batch: int) -> list[InputRecord]:
@@ -489,24 +512,87 @@ class SessionCore:
         ``reply`` is the :class:`RunState` (and ``records`` the staged inputs),
         or ``None`` when there is nothing to run.
         """
-        if not self.attached or self.run is not None:
-            return Step()
-        if self.record.state not in (SessionState.IDLE, SessionState.RETIRED):
-            return Step()
-        records = self._take(only_steer=False, max_batch=max_batch)
-        if not records:
-            return Step()
-        staged = self._stage(records, run_id, now)
-        run = RunState(run_id=run_id, input_ids=tuple(r.input_id for r in staged), started_at=now)
-        return Step(
-            records=tuple(staged),
-            run=run,
+        step = self.settle(Step(), now=now, start=lambda: run_id, max_batch=max_batch)
+        return attrs.evolve(step, reply=step.run) if isinstance(step.run, RunState) else Step()
+
+    def settle(
+        self,
+        step: Step,
+        *,
+        now: float,
+        start: Callable[[], str] | None = None,
+        max_batch: int = 1,
+    ) -> Step:
+        """Complete a decision before it is committed.
+
+        Adds the responses to the peer requests that ``step`` brings to their
+        outcome (committed with the outcome: a requester always hears back,
+        exactly once).  With ``start`` (which makes a run id), and when the
+        session after ``step`` is attached, not running, accepting turns and
+        has work queued, the next turn is staged in the same step: ``run`` is
+        then its :class:`RunState`.
+        """
+        replies = _replies(self.id, step.records)
+        if replies:
+            step = attrs.evolve(step, messages=step.messages + replies)
+        if start is None:
+            return step
+        attached = self.attached if step.attached is None else step.attached
+        run = self.run if isinstance(step.run, _Unchanged) else step.run
+        record = step.session or (step.reload.record if step.reload is not None else self.record)
+        if not attached or run is not None:
+            return step
+        if record.state not in (SessionState.IDLE, SessionState.RETIRED):
+            return step
+        picked = self._next_after(step, max_batch)
+        if not picked:
+            return step
+        run_id = start()
+        staged = {r.input_id: r for r in self._stage(picked, run_id, now)}
+        ids = tuple(staged)
+        records = [staged.pop(r.input_id, r) for r in step.records]
+        records.extend(staged.values())
+        new_run = RunState(run_id=run_id, input_ids=ids, started_at=now)
+        return attrs.evolve(
+            step,
+            records=tuple(records),
+            run=new_run,
             events=(
-                ("run.started", None, run_id, {"inputs": list(run.input_ids)}),
-                *_input_events(staged),
+                *step.events,
+                ("run.started", None, run_id, {"inputs": list(ids)}),
+                *_input_events([r for r in records if r.input_id in ids]),
             ),
-            reply=run,
         )
+
+    def _next_after(self, step: Step, max_batch: int) -> list[InputRecord]:
+        """The inputs the next turn takes once ``step`` is adopted: every
+        INTERRUPT and STEER input, else up to ``max_batch`` QUEUE inputs."""
+        changed = {r.input_id: r for r in step.records}
+        fresh: list[list[InputRecord]] = [[], [], []]
+        if step.reload is not None:
+            base = {r.input_id: r for r in step.reload.inputs} | changed
+            for r in base.values():
+                if r.state is InputState.QUEUED:
+                    fresh[r.lane].append(r)
+            current: Callable[[int], Iterator[InputRecord]] = lambda lane: iter(())
+        else:
+            for r in changed.values():
+                if r.state is InputState.QUEUED:
+                    fresh[r.lane].append(r)
+
+            def current(lane: int) -> Iterator[InputRecord]:
+                return (r for r in self.queued(lane) if r.input_id not in changed)
+
+        taken: list[InputRecord] = []
+        for lane in (0, 1, 2):
+            if lane == 2 and taken:
+                break
+            fresh[lane].sort(key=_ORDER)
+            for r in heapq.merge(current(lane), fresh[lane], key=_ORDER):
+                if lane == 2 and len(taken) >= max_batch:
+                    break
+                taken.append(r)
+        return taken
 
     def _current(self, run_id: str) -> RunState:
         if self.run is None or self.run.run_id != run_id:
@@ -620,7 +706,6 @@ class SessionCore:
                 ("run.committed", None, run_id, {"sequence": sequence}),
                 *_input_events(consumed),
             ),
-            # No wake: the committing loop is told whether work is waiting.
         )
 
     def fail_turn(self, run_id: str, *, error: str, now: float) -> Step:
@@ -659,7 +744,6 @@ class SessionCore:
             lifecycle=True,
             run=None,
             events=(("run.failed", None, run_id, {"error": error}), *_input_events(records)),
-            wake=True,
         )
 
     def interrupt_turn(self, run_id: str, *, now: float) -> Step:
@@ -681,7 +765,6 @@ class SessionCore:
             lifecycle=True,
             run=None,
             events=(("run.failed", None, run_id, {"error": "interrupted"}), *_input_events(records)),
-            wake=True,
         )
 
     def _abandon_all(self, reason: AbandonReason, now: float) -> list[InputRecord]:
@@ -757,7 +840,6 @@ class SessionCore:
             run=None if cancel else UNCHANGED,
             events=tuple(events),
             reply=reply,
-            wake=bool(rule.attached),
             cancel_run=cancel,
         )
 
@@ -772,7 +854,6 @@ class SessionCore:
             lifecycle=True,
             reload=attrs.evolve(stored, record=record),
             reply=RecycleReport(inputs_transferred=transferred),
-            wake=True,
         )
 
     def recover(self, stored: StoredSession, *, now: float) -> Step:
@@ -819,13 +900,12 @@ class SessionCore:
             return
         lane = self._lanes[record.lane]
         entry = (record.order, input_id)
-        if not lane or record.order > lane[-1][0]:
+        if not lane or entry > lane[-1]:
             lane.append(entry)
-        elif record.order <= lane[0][0]:
+        elif entry < lane[0]:
             lane.appendleft(entry)
         else:
-            index = next(i for i, (order, _) in enumerate(lane) if order > record.order)
-            lane.insert(index, entry)
+            bisect.insort(lane, entry)
 
     def apply(self, step: Step) -> None:
         """Adopt a committed step.  The only method that mutates the core."""
@@ -932,5 +1012,4 @@ def recover_step(stored: StoredSession, *, limits: Limits, now: float) -> Step:
         events=_input_events(records),
         reply=report,
         reload=reload,
-        wake=True,
     )

@@ -1,6 +1,6 @@
 """The actor kernel and the runtime's actors."""
 
-from ._actor import Actor, ActorRef, ActorStatistics, spawn
+from .._kernel import Actor, ActorRef, ActorStatistics, spawn
 from ._registry import CompletionRegistry, Waiter
 from ._session import SessionActor, SessionStats
 

@@ -34,7 +34,7 @@ from ._messages import MarkDead, Submit
 
 if TYPE_CHECKING:
     from ..store import Store
-    from ._actor import ActorRef
+    from .._kernel import ActorRef
 
 __all__ = ["Comms", "CommsDrain", "outbox_key"]
 

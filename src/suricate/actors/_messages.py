@@ -2,37 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 
-from .._model import UNCHANGED, DeadLetter, Input, InputRecord, RunState, SessionOp
-
-if TYPE_CHECKING:
-    from .._turn import TurnResult
-    from ..supervision._loop import ExecutorLoop, LoopOptions
+from .._model import DeadLetter, Input, SessionOp, StoredSession
+from ..supervision import LoopOptions
+from ._registry import Waiter
 
 __all__ = [
     "AddDeadLetter",
     "Attach",
-    "CheckpointTurn",
-    "CommitTurn",
     "Detach",
-    "FailTurn",
-    "GiveUp",
-    "InterruptTurn",
-    "LoopExited",
     "MarkDead",
+    "Open",
     "Operate",
     "Read",
     "Recover",
     "Recycle",
-    "STOP",
     "Submit",
     "SubmitWait",
-    "TakeTurn",
-    "TurnStart",
     "Wait",
 ]
 
@@ -64,7 +53,8 @@ class Wait:
     """Answer the outcome of ``input_id``, or register ``waiter`` for it."""
 
     input_id: str
-    waiter: Any = None  # Waiter | None: the caller's, so that it can withdraw it
+    waiter: Waiter | None = None
+    """The caller's, so that it can withdraw it."""
 
 
 @attrs.frozen
@@ -72,7 +62,15 @@ class SubmitWait:
     """Submit, then wait for the outcome (``ask``) in one mailbox round."""
 
     input: Input
-    waiter: Any = None
+    waiter: Waiter | None = None
+
+
+@attrs.frozen
+class Open:
+    """The session's first message: create it in the store (``stored`` is
+    ``None``) or recover the stored state.  Answers the recovery report."""
+
+    stored: StoredSession | None
 
 
 @attrs.frozen
@@ -105,60 +103,3 @@ class Attach:
 @attrs.frozen
 class Detach:
     cancel: bool = False
-
-
-@attrs.frozen
-class TakeTurn:
-    loop: ExecutorLoop
-    max_batch: int = 1
-
-
-@attrs.frozen
-class TurnStart:
-    run: RunState
-    inputs: tuple[InputRecord, ...]
-    snapshot_json: str | None
-
-
-class _Stop:
-    def __repr__(self) -> str:
-        return "STOP"
-
-
-STOP = _Stop()
-"""Answer to ``TakeTurn``: the loop must exit (detached, stopped, replaced)."""
-
-
-@attrs.frozen
-class CheckpointTurn:
-    run_id: str
-    snapshot: Any = UNCHANGED
-    results: Mapping[str, Any] | None = None
-
-
-@attrs.frozen
-class CommitTurn:
-    run_id: str
-    result: TurnResult | None
-
-
-@attrs.frozen
-class FailTurn:
-    run_id: str
-    error: str
-
-
-@attrs.frozen
-class InterruptTurn:
-    run_id: str
-
-
-@attrs.frozen
-class LoopExited:
-    loop: ExecutorLoop
-
-
-@attrs.frozen
-class GiveUp:
-    loop: ExecutorLoop
-    reason: str

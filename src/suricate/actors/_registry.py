@@ -16,7 +16,7 @@ import trio
 
 from .._errors import RuntimeClosed, WaitTimeout
 from .._model import Outcome
-from ._actor import Actor
+from .._kernel import Actor
 
 __all__ = ["CompletionRegistry", "Waiter"]
 

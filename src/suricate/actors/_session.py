@@ -1,12 +1,21 @@
 """The session actor: the one place where a session changes.
 
-Every mutation of a session (submits, control operations, the turns of its
-executor loop) is a message to this actor, handled one at a time.  Each
-handler asks the pure :class:`~suricate._model.SessionCore` for a step,
-commits the step's write-set to the store, and only then adopts the step in
-memory, publishes its events, resolves the waiters of inputs it made terminal
-and wakes or cancels the executor loop.  A failed commit raises
-:class:`StoreError` to the caller with the core untouched.
+Every mutation of a session (opening and recovery, submits, control
+operations, the turns of its executor loop) is a message to this actor,
+handled one at a time.  Each handler asks the pure
+:class:`~suricate._model.SessionCore` for a step and passes it to
+:meth:`SessionActor._commit`, the one commit path: the core settles the step
+(adds the responses to peer requests it brings to an outcome and, when the
+loop is ready and work is due, stages the next turn in the same write-set),
+the write-set is committed, and only then is the step adopted in memory, its
+events published, the waiters of inputs it made terminal resolved, and the
+turn it staged handed to the loop or the turn it ends cancelled.  A failed
+commit raises :class:`StoreError` to the caller with the core untouched.
+
+Run control lives here alone.  The actor hands each staged turn to the loop
+(:meth:`ExecutorLoop.offer`) with a cancel scope it keeps; cancelling a turn
+is cancelling that scope.  The loop answers every turn with one
+:class:`TurnReport` and says when it is ready for the next.
 """
 
 from __future__ import annotations
@@ -14,21 +23,21 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
 
 from .._errors import InputNotFound, InputRejected, NotReady, StoreError
 from .._events import Event, EventBus
+from .._kernel import Actor, ActorRef
 from .._model import (
-    Abandoned,
-    Completed,
     Durability,
     InputRecord,
     OutboxMessage,
     Outcome,
+    RecoveryReport,
     RunState,
     SessionCore,
     SessionOp,
@@ -37,32 +46,38 @@ from .._model import (
     StoredSession,
     decode_json,
     encode_json,
+    recover_step,
 )
 from ..store import Store
-from ._actor import Actor, ActorRef
+from ..supervision import (
+    CheckpointTurn,
+    ExecutorLoop,
+    GiveUp,
+    LoopExited,
+    LoopReady,
+    TurnEnd,
+    TurnReport,
+    TurnStart,
+)
+from ..supervision._thread import as_executor
 from ._messages import (
-    STOP,
     AddDeadLetter,
     Attach,
-    CheckpointTurn,
-    CommitTurn,
     Detach,
-    FailTurn,
-    GiveUp,
-    InterruptTurn,
-    LoopExited,
     MarkDead,
+    Open,
     Operate,
     Read,
     Recover,
     Recycle,
     Submit,
     SubmitWait,
-    TakeTurn,
-    TurnStart,
     Wait,
 )
 from ._registry import CompletionRegistry, Register, Resolve, Waiter
+
+if TYPE_CHECKING:
+    from ._comms import Comms
 
 __all__ = ["SessionActor", "SessionStats"]
 
@@ -97,20 +112,6 @@ def _log(kind: str, session_id: str, input_id: str | None, run_id: str | None, d
         )
 
 
-def _response_payload(input_id: str, outcome: Outcome) -> dict[str, Any]:
-    """The payload of a ``peer_response``: the request's outcome, as JSON."""
-    if isinstance(outcome, Completed):
-        return {"outcome": "completed", "request_input_id": input_id, "result": outcome.result}
-    if isinstance(outcome, Abandoned):
-        return {
-            "outcome": "abandoned",
-            "request_input_id": input_id,
-            "reason": outcome.reason.value,
-            "error": outcome.error,
-        }
-    return {"outcome": "superseded", "request_input_id": input_id, "by": outcome.by}
-
-
 @attrs.frozen(kw_only=True)
 class SessionStats:
     """A snapshot of one session's queues, turn and supervision."""
@@ -126,8 +127,9 @@ class SessionStats:
     messages_processed: int
 
 
+
 class SessionActor(Actor):
-    """Owns one :class:`SessionCore`."""
+    """Owns one :class:`SessionCore`, and the run control of its session."""
 
     actor_mailbox_size = 4096
 
@@ -141,6 +143,7 @@ class SessionActor(Actor):
         new_id: Callable[[], str],
         loop_nursery: trio.Nursery,
         rng: random.Random,
+        comms: Comms | None = None,
     ) -> None:
         self.core = core
         self.store = store
@@ -149,32 +152,34 @@ class SessionActor(Actor):
         self.new_id = new_id
         self.loop_nursery = loop_nursery
         self.rng = rng
-        self.loop: Any = None  # ExecutorLoop | None
-        self.comms: Any = None  # Comms | None, set by the runtime
+        self.comms = comms
         self.ref: ActorRef[SessionActor] | None = None
+        self.loop: ExecutorLoop | None = None
         self.restarts = 0
         self.crashes = 0
-        self._cancelling: str | None = None  # the run whose cancellation was requested
-        self._cancel_all = False  # shutting down: every turn is cancelled
-        self._handlers: dict[type, Callable[[Any], Any]] = {
+        self.closing = False
+        """The runtime is shutting down: no turn starts any more."""
+        self._ready = False  # the loop waits for a turn
+        self._turn: TurnStart | None = None  # handed to the loop, not yet reported
+        self._unsettled: TurnStart | None = None  # reported, but its settling failed
+        self._handlers: dict[type, Callable[[Any], Awaitable[Any]]] = {
             Submit: self._submit,
+            SubmitWait: self._submit_wait,
+            Wait: self._wait,
+            Read: self._read,
             MarkDead: self._mark_dead,
             AddDeadLetter: self._add_dead_letter,
-            Wait: self._wait,
-            SubmitWait: self._submit_wait,
-            Read: self._read,
-            TakeTurn: self._take_turn,
-            CommitTurn: self._commit_turn,
-            FailTurn: self._fail_turn,
-            InterruptTurn: self._interrupt_turn,
-            CheckpointTurn: self._checkpoint_turn,
+            Open: self._open,
             Operate: self._operate,
-            Attach: self._attach,
-            Detach: self._detach,
-            LoopExited: self._loop_exited,
-            GiveUp: self._give_up,
             Recycle: self._recycle,
             Recover: self._recover,
+            Attach: self._attach,
+            Detach: self._detach,
+            LoopReady: self._loop_ready,
+            TurnReport: self._turn_report,
+            CheckpointTurn: self._checkpoint_turn,
+            GiveUp: self._give_up,
+            LoopExited: self._loop_exited,
         }
 
     @property
@@ -184,57 +189,44 @@ class SessionActor(Actor):
     async def actor_receive(self, message: Any) -> Any:
         return await self._handlers[type(message)](message)
 
-    # -- the commit-then-adopt discipline ------------------------------------------
+    # -- the one commit path ---------------------------------------------------------
 
-    async def _commit(self, step: Step) -> None:
-        """Commit ``step``, then adopt it and carry out its effects."""
-        replies = self._replies(step)
-        if replies:
-            step = attrs.evolve(step, messages=step.messages + replies)
+    def _may_start(self) -> bool:
+        loop = self.loop
+        return self._ready and loop is not None and not loop.closing and not self.closing
+
+    async def _commit(self, step: Step) -> Step:
+        """Settle ``step``, commit it, then adopt it and carry out its effects.
+
+        Returns the step as committed (with the responses and the turn it staged).
+        """
+        loop = self.loop
+        step = self.core.settle(
+            step,
+            now=time.time(),
+            start=self.new_id if self._may_start() else None,
+            max_batch=loop.options.max_batch if loop is not None else 1,
+        )
         write_set = step.write_set(self.core.id)
         if write_set is not None:
-            # No shield needed: a session actor's task is only ever cancelled
-            # when the runtime itself is torn down after a crash, and then its
-            # memory is discarded; the store, the one truth, is recovered.
-            try:
-                await self.store.commit(write_set)
-            except StoreError:
-                raise
-            except Exception as exc:
-                raise StoreError(f"commit failed: {exc!r}") from exc
+            # Shielded: once handed to the store, the write-set may commit
+            # whatever happens to this task, and memory must follow the store.
+            with trio.CancelScope(shield=True):
+                try:
+                    await self.store.commit(write_set)
+                except StoreError:
+                    raise
+                except Exception as exc:
+                    raise StoreError(f"commit failed: {exc!r}") from exc
+        before = self.core.run
+        staged = isinstance(step.run, RunState) and (
+            before is None or before.run_id != step.run.run_id
+        )
         self.core.apply(step)
-        await self._effects(step)
-        if step.messages and self.comms is not None:
-            self.comms.notify(self.core.id, {m.target for m in step.messages}, {})
+        self._effects(step, staged)
+        return step
 
-    def _replies(self, step: Step) -> tuple[OutboxMessage, ...]:
-        """Responses to peer requests that this step brings to their outcome.
-
-        They are committed in the same transaction as the outcome itself: a
-        requester always hears back, exactly once, whatever the outcome.
-        """
-        out = []
-        for record in step.records:
-            if not record.state.terminal or record.kind != "peer_message":
-                continue
-            metadata = record.metadata
-            if not (isinstance(metadata, dict) and metadata.get("reply")):
-                continue
-            outcome = record.outcome()
-            assert outcome is not None
-            out.append(
-                OutboxMessage(
-                    session_id=self.core.id,
-                    run_id=record.run_id,
-                    target=metadata["from"],
-                    payload_json=encode_json(_response_payload(record.input_id, outcome)),
-                    kind="peer_response",
-                    correlation_id=record.correlation_id,
-                )
-            )
-        return tuple(out)
-
-    async def _effects(self, step: Step) -> None:
+    def _effects(self, step: Step, staged: bool) -> None:
         if step.events:
             if self.bus.active:
                 now = time.time()
@@ -251,70 +243,71 @@ class SessionActor(Actor):
                     _log(kind, self.core.id, input_id, run_id, data)
         outcomes: list[Outcome] = [o for r in step.terminal() if (o := r.outcome()) is not None]
         if outcomes:
-            await self._tell_registry(Resolve(self.core.id, outcomes))
-        loop = self.loop
-        if loop is not None:
+            self._tell_registry(Resolve(self.core.id, outcomes))
+        turn = self._turn
+        if turn is not None:
             if step.cancel_run:
-                self._cancel_run(loop)
-            if step.wake:
-                loop.wake()
+                turn.scope.cancel()
+            run = self.core.run
+            if run is None or run.run_id != turn.run.run_id:
+                self._turn = None  # that run is over (stopped, destroyed): its report is stale
+        if staged:
+            run = self.core.run
+            assert run is not None and self.loop is not None
+            start = TurnStart(
+                run=run,
+                inputs=tuple(self.core.active[i] for i in run.input_ids),
+                snapshot_json=self.core.snapshot_json,
+            )
+            if self.closing:  # shut down while it was staged: it never runs
+                start.scope.cancel()
+            self._turn = start
+            self._ready = False
+            self.loop.offer(start)
+        if step.messages and self.comms is not None:
+            self.comms.notify(self.core.id, {m.target for m in step.messages}, {})
 
-    def _cancel_run(self, loop: Any) -> None:
-        """Cancel the running turn (unless its commit has started); from here
-        on the run may not commit a boundary, and an orphan is interrupted."""
-        run = self.core.run
-        if run is not None and loop.cancel_turn(run.run_id):
-            self._cancelling = run.run_id
-
-    def cancel_loop(self) -> None:
-        """Cancel the running turn and stop the loop (runtime shutdown).  Not
-        a message: it runs between two steps of a handler, so a turn staged
-        by a handler still committing is cancelled when that commit returns."""
-        self._cancel_all = True
-        loop = self.loop
-        if loop is not None:
-            self._cancel_run(loop)
-            loop.stop()
-
-    async def _tell_registry(self, message: Any) -> None:
-        # Without a scheduling round when there is room: FIFO order is what
-        # keeps a resolution behind the registration it answers.
+    def _tell_registry(self, message: Any) -> None:
+        # FIFO order is what keeps a resolution behind the registration it
+        # answers; the registry handles a message to its idle mailbox at once.
         try:
             self.registry.tell_nowait(message)
         except trio.WouldBlock:
-            await self.registry.tell(message)
+            self.loop_nursery.start_soon(self.registry.tell, message)
 
-    def emit(self, kind: str, data: Any, *, run_id: str | None = None) -> None:
+    def emit(self, kind: str, data: Mapping[str, Any], *, run_id: str | None = None) -> None:
         _log(kind, self.core.id, None, run_id, data)
         if self.bus.active:
             self.bus.publish(
                 Event(kind=kind, session_id=self.core.id, run_id=run_id, data=data, at=time.time())
             )
 
+    # -- opening ---------------------------------------------------------------------
+
+    async def _open(self, message: Open) -> RecoveryReport | None:
+        """Create the session in the store, or recover the stored one."""
+        now = time.time()
+        if message.stored is None:
+            await self._commit(Step(session=self.core.record, lifecycle=True))
+            return None
+        step = recover_step(message.stored, limits=self.core.limits, now=now)
+        if not step.records:  # nothing to recover: nothing to write
+            step = attrs.evolve(step, lifecycle=False, session=None)
+        await self._commit(step)
+        return step.reply  # type: ignore[no-any-return]
+
     # -- submit and read -------------------------------------------------------------
 
     async def _submit(self, message: Submit) -> Any:
-        loop = self.loop
-        # A loop parked for work gets the input staged in its admitting commit.
-        start_run = self.new_id if loop is not None and loop.parked else None
         step = self.core.submit(
             message.input,
             input_id=self.new_id(),
             now=time.time(),
             internal=message.internal,
             outbox_id=message.outbox_id,
-            start_run=start_run,
         )
         if step.records or step.delivered:
             await self._commit(step)
-            if isinstance(step.run, RunState):
-                start = TurnStart(
-                    run=step.run, inputs=step.records[:1], snapshot_json=self.core.snapshot_json
-                )
-                if not (loop is self.loop and loop.hand(start)):
-                    # Its loop is gone meanwhile: the staged turn is an orphan,
-                    # interrupted (no attempt counted) when the exit is settled.
-                    self._cancelling = step.run.run_id
         return step.reply
 
     async def _mark_dead(self, message: MarkDead) -> None:
@@ -343,7 +336,7 @@ class SessionActor(Actor):
         waiter = message.waiter or Waiter()
         waiter.key = (self.core.id, message.input_id)
         if not waiter.withdrawn:
-            await self._tell_registry(Register(waiter))
+            self._tell_registry(Register(waiter))
         return waiter
 
     async def _read(self, message: Read) -> Any:
@@ -377,11 +370,11 @@ class SessionActor(Actor):
 
     async def _operate(self, message: Operate) -> Any:
         op = message.op
-        if op not in (SessionOp.STOP, SessionOp.DESTROY):  # those cancel a run anyway
-            await self._settle_orphan()
-        step = self.core.operate(op, now=time.time())
-        await self._commit(step)
+        if op not in (SessionOp.STOP, SessionOp.DESTROY):  # those end a run anyway
+            await self._settle_unheld()
+        step = await self._commit(self.core.operate(op, now=time.time()))
         if op in (SessionOp.STOP, SessionOp.DESTROY):
+            self._unsettled = None
             self._drop_loop(kill=True)
         if op in (SessionOp.RETIRE, SessionOp.DESTROY) and self.comms is not None:
             # Rows held for a stopped session now turn into dead letters.
@@ -390,13 +383,14 @@ class SessionActor(Actor):
 
     def _drop_loop(self, *, kill: bool) -> None:
         loop, self.loop = self.loop, None
+        self._ready = False
         if loop is not None:
             self.restarts += loop.restart_count
             self.crashes += loop.crashes
             if kill:
                 loop.kill()
             else:
-                loop.stop()
+                loop.close()
 
     async def _reload_source(self) -> StoredSession:
         stored = await self.store.load_session(self.core.id)
@@ -414,162 +408,198 @@ class SessionActor(Actor):
         return attrs.evolve(stored, record=record, inputs=stored.inputs + ephemeral)
 
     async def _recycle(self, message: Recycle) -> Any:
-        await self._settle_orphan()
-        step = self.core.recycle(await self._reload_source(), now=time.time())
-        await self._commit(step)
+        await self._settle_unheld()
+        step = await self._commit(self.core.recycle(await self._reload_source(), now=time.time()))
         return step.reply
 
     async def _recover(self, message: Recover) -> Any:
         if self.core.state is SessionState.DESTROYED:
             return self.core.recover(StoredSession(record=self.core.record), now=time.time()).reply
-        await self._settle_orphan()
-        step = self.core.recover(await self._reload_source(), now=time.time())
-        await self._commit(step)
+        await self._settle_unheld()
+        step = await self._commit(self.core.recover(await self._reload_source(), now=time.time()))
         return step.reply
 
     # -- the executor loop -----------------------------------------------------------
 
     async def _attach(self, message: Attach) -> None:
-        from ..supervision._loop import ExecutorLoop
-
+        await self._settle_unheld()
+        revived = self.core.state is SessionState.STOPPED
+        await self._commit(self.core.operate(SessionOp.ATTACH, now=time.time()))
+        if revived and self.comms is not None:
+            self.comms.kick(self.core.id)
+        if self.loop is not None:  # a loop still finishing after it gave up: stale now
+            self._drop_loop(kill=False)
+        assert self.ref is not None
         loop = ExecutorLoop(
             session=self.ref,  # type: ignore[arg-type]
             session_id=self.core.id,
-            executor=message.executor,
+            run_turn=as_executor(message.executor),
             options=message.options,
             rng=self.rng,
             emit=self.emit,
         )
-        await self._settle_orphan()
-        revived = self.core.state is SessionState.STOPPED
-        step = self.core.operate(SessionOp.ATTACH, now=time.time())
-        await self._commit(step)
-        if revived and self.comms is not None:
-            self.comms.kick(self.core.id)
-        if self.loop is not None:  # a detached loop still finishing: it is stale now
-            self._drop_loop(kill=False)
         self.loop = loop
         self.loop_nursery.start_soon(loop.run, name=f"executor loop {self.core.id}")
 
     async def _detach(self, message: Detach) -> trio.Event | None:
         loop = self.loop
         if loop is None:
-            step = self.core.operate(SessionOp.DETACH, now=time.time())
-            await self._commit(step)
+            await self._commit(self.core.operate(SessionOp.DETACH, now=time.time()))
             return None
-        if message.cancel:
-            self._cancel_run(loop)
-        loop.stop()
-        exited: trio.Event = loop.exited
-        return exited
+        if message.cancel and self._turn is not None:
+            self._turn.scope.cancel()
+        self._ready = False
+        loop.close()
+        return loop.exited
+
+    async def _loop_ready(self, message: LoopReady) -> None:
+        if message.loop is not self.loop or message.loop.closing:
+            return
+        self._ready = True
+        await self._settle_unheld()
+        await self._commit(Step())  # stages a turn if work is due
+
+    async def _turn_report(self, report: TurnReport) -> bool:
+        turn = self._turn
+        if turn is None or turn.run.run_id != report.run_id:
+            raise NotReady(self.core.state, f"run {report.run_id} is not the running turn")
+        self._turn = None
+        current = report.loop is self.loop
+        now = time.time()
+        if report.end is TurnEnd.COMMIT:
+            try:
+                step = self._commit_step(report, now)
+            except InputRejected as exc:
+                await self._settle(turn, self.core.fail_turn(
+                    report.run_id, error=f"invalid turn result: {exc.reason}", now=now
+                ))
+                return False
+            self._ready = current and report.ready
+            try:
+                await self._commit(step)
+            except StoreError as exc:
+                self._ready = False
+                # Not committed: the inputs are still staged, durably.
+                await self._settle(turn, self.core.fail_turn(
+                    report.run_id, error=f"turn commit failed: {exc}", now=now
+                ))
+                return False
+            return True
+        self._ready = current and report.ready
+        if report.end is TurnEnd.FAIL:
+            assert report.error is not None
+            step = self.core.fail_turn(report.run_id, error=report.error, now=now)
+        else:
+            step = self.core.interrupt_turn(report.run_id, now=now)
+        await self._settle(turn, step)
+        return True
+
+    def _commit_step(self, report: TurnReport, now: float) -> Step:
+        """The commit of a reported result.  Raises InputRejected for a result
+        that cannot be committed (a failed run)."""
+        result = report.result
+        if result is None:
+            return self.core.commit_turn(report.run_id, now=now)
+        run = self.core._current(report.run_id)
+        messages = tuple(
+            OutboxMessage(
+                session_id=self.core.id,
+                run_id=report.run_id,
+                target=m.to,
+                payload_json=encode_json(m.payload, what="peer message payload"),
+                reply=m.reply,
+                correlation_id=m.correlation_id or (f"{report.run_id}:{n}" if m.reply else None),
+            )
+            for n, m in enumerate(result.messages)
+        )
+        return self.core.commit_turn(
+            report.run_id,
+            snapshot=result.snapshot,
+            results=result.results_for(run.input_ids),
+            messages=messages,
+            now=now,
+        )
+
+    async def _settle(self, turn: TurnStart, step: Step) -> None:
+        """Commit the end of a failed or interrupted run; if that commit fails,
+        the run stays unsettled (durably staged) until the next chance."""
+        try:
+            await self._commit(step)
+        except StoreError:
+            self._unsettled = turn
+            raise
+
+    async def _settle_unheld(self) -> None:
+        """Settle a run whose end could not be committed before: interrupted if
+        its cancellation was requested, else failed."""
+        turn = self._unsettled
+        run = self.core.run
+        if turn is None or run is None or run.run_id != turn.run.run_id:
+            self._unsettled = None
+            return
+        now = time.time()
+        if turn.scope.cancel_called:
+            step = self.core.interrupt_turn(run.run_id, now=now)
+        else:
+            step = self.core.fail_turn(run.run_id, error="executor loop exited during the run", now=now)
+        await self._commit(step)
+        self._unsettled = None
+
+    async def _checkpoint_turn(self, message: CheckpointTurn) -> tuple[InputRecord, ...]:
+        turn = self._turn
+        if turn is None or turn.run.run_id != message.run_id:
+            raise NotReady(self.core.state, f"run {message.run_id} is not the running turn")
+        if turn.scope.cancel_called:
+            raise NotReady(self.core.state, f"run {message.run_id} is being cancelled")
+        step = await self._commit(self.core.checkpoint(
+            message.run_id, snapshot=message.snapshot, results=message.results, now=time.time()
+        ))
+        return step.reply  # type: ignore[no-any-return]
+
+    async def _give_up(self, message: GiveUp) -> None:
+        if message.loop is not self.loop:
+            return
+        await self._settle_unheld()
+        await self._commit(
+            self.core.operate(SessionOp.STOP, now=time.time(), stop_reason=message.reason)
+        )
+        self._drop_loop(kill=False)
 
     async def _loop_exited(self, message: LoopExited) -> None:
         loop = message.loop
         try:
             if loop is self.loop:
                 self._drop_loop(kill=False)
+                if self._turn is not None:  # it ended without reporting (killed)
+                    self._unsettled, self._turn = self._turn, None
                 if self.core.attached:
                     await self._commit(self.core.operate(SessionOp.DETACH, now=time.time()))
-                await self._fail_orphan("executor loop exited during the run")
+                await self._settle_unheld()
         except StoreError as exc:
             # Nobody to answer: the run stays staged, durably and in memory,
-            # and the next loop's first TakeTurn fails it again.
+            # and the next attach, reset, recycle or recover settles it.
             log.warning("session %s: could not settle after its loop exited: %s", self.core.id, exc)
         finally:
             loop.exited.set()
 
-    async def _give_up(self, message: GiveUp) -> None:
-        if message.loop is not self.loop:
-            return
-        await self._fail_orphan(message.reason)
-        step = self.core.operate(SessionOp.STOP, now=time.time(), stop_reason=message.reason)
-        await self._commit(step)
-        self._drop_loop(kill=False)
+    # -- shutdown --------------------------------------------------------------------
 
-    async def _fail_orphan(self, error: str) -> None:
-        """Fail a run whose loop is gone (it crashed before reporting); a run
-        whose cancellation was requested is interrupted (no attempt counted)."""
-        run = self.core.run
-        if run is None:
-            return
-        if run.run_id == self._cancelling:
-            await self._commit(self.core.interrupt_turn(run.run_id, now=time.time()))
-        else:
-            await self._commit(self.core.fail_turn(run.run_id, error=error, now=time.time()))
+    def begin_shutdown(self) -> ExecutorLoop | None:
+        """No turn starts from here on; the loop exits after the turn in hand.
+        Returns the loop to wait for.  Not a message: it takes effect between
+        two steps of a handler."""
+        self.closing = True
+        loop = self.loop
+        if loop is not None:
+            self._ready = False
+            loop.close()
+        return loop
 
-    async def _settle_orphan(self) -> None:
-        """Settle a run left without a loop (settling it failed when the loop
-        exited) before an operation that needs the session not running."""
-        if self.loop is None:
-            await self._fail_orphan("executor loop exited during the run")
-
-    async def _take_turn(self, message: TakeTurn) -> Any:
-        loop = message.loop
-        if loop is not self.loop or loop.stopping:
-            return STOP
-        if self.core.state in (SessionState.STOPPED, SessionState.DESTROYED):
-            return STOP
-        await self._fail_orphan("executor loop crashed during the run")
-        step = self.core.take_turn(run_id=self.new_id(), now=time.time(), max_batch=message.max_batch)
-        if step.reply is None:
-            return None
-        await self._commit(step)
-        if self._cancel_all:  # shut down while staging: the turn must not run
-            self._cancel_run(loop)
-        return TurnStart(run=step.reply, inputs=step.records, snapshot_json=self.core.snapshot_json)
-
-    async def _checkpoint_turn(self, message: CheckpointTurn) -> tuple[InputRecord, ...]:
-        if message.run_id == self._cancelling:
-            raise NotReady(self.core.state, f"run {message.run_id} is being cancelled")
-        step = self.core.checkpoint(
-            message.run_id, snapshot=message.snapshot, results=message.results, now=time.time()
-        )
-        await self._commit(step)
-        return step.reply  # type: ignore[no-any-return]
-
-    async def _commit_turn(self, message: CommitTurn) -> bool | str:
-        result = message.result
-        run = self.core._current(message.run_id)
-        now = time.time()
-        try:
-            if result is None:
-                step = self.core.commit_turn(message.run_id, now=now)
-            else:
-                messages = tuple(
-                    OutboxMessage(
-                        session_id=self.core.id,
-                        run_id=message.run_id,
-                        target=m.to,
-                        payload_json=encode_json(m.payload, what="peer message payload"),
-                        reply=m.reply,
-                        correlation_id=m.correlation_id
-                        or (f"{message.run_id}:{n}" if m.reply else None),
-                    )
-                    for n, m in enumerate(result.messages)
-                )
-                step = self.core.commit_turn(
-                    message.run_id,
-                    snapshot=result.snapshot,
-                    results=result.results_for(run.input_ids),
-                    messages=messages,
-                    now=now,
-                )
-        except InputRejected as exc:
-            await self._commit(
-                self.core.fail_turn(message.run_id, error=f"invalid turn result: {exc.reason}", now=now)
-            )
-            return False
-        await self._commit(step)
-        # Tell the loop whether to ask for the next turn right away: saves
-        # it a round trip that would only find the queue empty.
-        return "more" if self.core.has_work() else "idle"
-
-    async def _fail_turn(self, message: FailTurn) -> None:
-        await self._commit(self.core.fail_turn(message.run_id, error=message.error, now=time.time()))
-
-    async def _interrupt_turn(self, message: InterruptTurn) -> None:
-        await self._commit(self.core.interrupt_turn(message.run_id, now=time.time()))
+    def cancel_turn(self) -> None:
+        """Cancel the turn in hand (shutdown past its grace): it is requeued
+        without an attempt counted."""
+        if self._turn is not None:
+            self._turn.scope.cancel()
 
     def actor_stopped(self) -> None:
         self._drop_loop(kill=True)
-

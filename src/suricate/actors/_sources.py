@@ -35,7 +35,7 @@ from .._model import DeadLetter, Input, encode_json
 from .._model._values import RESERVED_KINDS
 from ..supervision._policy import Restart, RestartPolicy
 from ..supervision._supervisor import ChildSpec, Supervisor, SupervisorGaveUp, describe
-from ._actor import ActorRef
+from .._kernel import ActorRef
 from ._messages import AddDeadLetter, Submit
 
 __all__ = ["DrainExit", "DrainMode", "SourceDrain"]

@@ -42,8 +42,7 @@ import trio
 
 from .._errors import StoreError, StoreLocked
 from .._model import DeadLetter, InputRecord, OutboxRow, Receipt, StoredSession, WriteSet
-from ..actors._actor import Actor, ActorRef, spawn
-from ..actors._bridge import ThreadHost, call_on_host
+from .._kernel import Actor, ActorRef, ThreadHost, call_on_host, spawn
 from ._schema import (
     INPUT_COLUMNS,
     OUTBOX_COLUMNS,

@@ -2,76 +2,198 @@
 
 Theory of operation
 -------------------
-The loop asks its session actor for the next turn (``TakeTurn``).  The actor
-stages the turn's inputs durably and answers with them, or answers ``None``
-when there is nothing to run; the loop then parks until the actor wakes it
-(a submit, a requeue): there is no polling.  The executor runs inside a
-cancel scope that the actor cancels for an ``INTERRUPT`` input, a
-``detach(cancel=True)``, a stop or a shutdown; a cancelled turn is reported
-with ``InterruptTurn`` and its inputs are requeued without an attempt.
+The session actor owns run control: it decides when a turn starts, stages
+its inputs durably (in the same commit as the decision that made the turn
+possible), and hands the loop a :class:`TurnStart` through a one-slot
+hand-off (:meth:`ExecutorLoop.offer`).  Each turn carries a cancel scope that
+the actor keeps: cancelling the turn (an ``INTERRUPT`` input,
+``detach(cancel=True)``, a stop, a shutdown) is cancelling that scope, also
+before the loop has begun the turn, which then never runs.
 
-An ordinary exception from the executor is a failed run (``FailTurn``).  A
-crash is the loop dying: ``Fatal``, a turn past ``turn_timeout``, or any
-error escaping the loop.  The supervisor part of :meth:`ExecutorLoop.run`
-restarts the loop per its :class:`RestartPolicy` (intensity, backoff,
-restart type), or gives up, which stops the session (``GiveUp``).
+The loop is "receive a turn, run it, report one outcome": every turn it
+receives ends in exactly one :class:`TurnReport` (committed result, failed
+run or interruption).  It tells the actor when it is ready for a turn:
+with the report itself after a committed turn, or with :class:`LoopReady`
+after a retry backoff or a restart.
+
+An ordinary exception from the executor is a failed run.  A crash is the
+loop dying: ``Fatal``, a turn past ``turn_timeout``, or a ``BaseException``
+other than cancellation and ``KeyboardInterrupt`` escaping the executor; the
+turn is reported as failed first.  The supervisor part of
+:meth:`ExecutorLoop.run` restarts the loop per its :class:`RestartPolicy`
+(intensity, backoff, restart type), or gives up, which stops the session
+(:class:`GiveUp`).
+
+This module knows nothing of the session actor: it talks to it through an
+:class:`~suricate._kernel.ActorRef` with the messages defined here.
 """
 
 from __future__ import annotations
 
+import contextvars
+import enum
 import logging
 import math
 import random
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 import trio
 
-from .._errors import ActorStopped, NotReady, StoreError
-from .._model import UNCHANGED, decode_json
-from .._turn import ExecutorExit, Fatal, Turn, TurnResult, as_executor
-from ..actors._messages import (
-    STOP,
-    CheckpointTurn,
-    CommitTurn,
-    FailTurn,
-    GiveUp,
-    InterruptTurn,
-    LoopExited,
-    TakeTurn,
-    TurnStart,
-)
+from .._errors import ActorStopped, NotReady
+from .._kernel import Actor, ActorRef
+from .._model import UNCHANGED, Input, InputRecord, RunState, decode_json
+from .._turn import ExecutorExit, Fatal, Turn, TurnResult
 from ._policy import Backoff, RestartPolicy
 from ._supervisor import ChildSpec, Supervisor, SupervisorGaveUp, describe
 
-if TYPE_CHECKING:
-    from ..actors._actor import ActorRef
-
-__all__ = ["ExecutorLoop", "LoopOptions", "TurnTimeout"]
+__all__ = [
+    "RUNNING_SESSION",
+    "CheckpointTurn",
+    "ExecutorCrashed",
+    "ExecutorLoop",
+    "GiveUp",
+    "LoopExited",
+    "LoopOptions",
+    "LoopReady",
+    "TurnEnd",
+    "TurnReport",
+    "TurnStart",
+    "TurnTimeout",
+]
 
 log = logging.getLogger("suricate.supervision")
+
+RUNNING_SESSION: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "suricate_running_session", default=None
+)
+"""The id of the session whose turn the current task runs (inherited by the
+tasks a turn starts), so that a session can refuse calls that would wait for
+its own turn."""
 
 
 class TurnTimeout(Exception):
     """A turn ran past ``turn_timeout``: a crash of the loop."""
 
 
+class ExecutorCrashed(Exception):
+    """A ``BaseException`` (``SystemExit``, ``GeneratorExit``, ...) escaped the
+    executor: a crash of that session's loop, never of the runtime."""
+
+
 class _Exit(Exception):
     """The executor raised ExecutorExit: a normal exit."""
 
 
+def _check_restart(instance: Any, attribute: Any, value: Any) -> None:
+    if not isinstance(value, RestartPolicy):
+        raise TypeError(f"restart must be a RestartPolicy, got {value!r}")
+
+
+def _check_retry(instance: Any, attribute: Any, value: Any) -> None:
+    if value is not None and not isinstance(value, Backoff):
+        raise TypeError(f"retry must be a Backoff or None, got {value!r}")
+
+
+def _check_timeout(instance: Any, attribute: Any, value: Any) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"turn_timeout must be a number of seconds or None, got {value!r}")
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"turn_timeout must be finite and > 0, got {value!r}")
+
+
+def _check_batch(instance: Any, attribute: Any, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"max_batch must be an int >= 1, got {value!r}")
+
+
 @attrs.frozen(kw_only=True)
 class LoopOptions:
-    """How a session's executor loop runs (the arguments of ``attach``)."""
+    """How a session's executor loop runs (the arguments of ``attach``).
 
-    restart: RestartPolicy = attrs.field(factory=RestartPolicy)
-    retry: Backoff | None = None
-    turn_timeout: float | None = attrs.field(
-        default=None,
-        validator=attrs.validators.optional(attrs.validators.gt(0)),
-    )
-    max_batch: int = attrs.field(default=1, validator=attrs.validators.ge(1))
+    Raises:
+        TypeError, ValueError: a bad option (``attach`` reports it as
+            ``InputRejected``).
+    """
+
+    restart: RestartPolicy = attrs.field(factory=RestartPolicy, validator=_check_restart)
+    retry: Backoff | None = attrs.field(default=None, validator=_check_retry)
+    turn_timeout: float | None = attrs.field(default=None, validator=_check_timeout)
+    max_batch: int = attrs.field(default=1, validator=_check_batch)
+
+
+# -- the protocol between a session actor and its loop ------------------------------
+
+
+@attrs.frozen(eq=False)
+class TurnStart:
+    """A staged turn handed to the loop, with the cancel scope the actor keeps."""
+
+    run: RunState
+    inputs: tuple[InputRecord, ...]
+    snapshot_json: str | None
+    scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+
+
+class TurnEnd(enum.Enum):
+    COMMIT = "commit"
+    """The executor returned: commit its result."""
+    FAIL = "fail"
+    """A failed run (its inputs are retried or abandoned)."""
+    INTERRUPT = "interrupt"
+    """Cancelled before its commit: requeued without an attempt counted."""
+
+
+@attrs.frozen(eq=False)
+class TurnReport:
+    """The one outcome of a turn.  Answered with ``True`` once committed as
+    reported, ``False`` when the run was failed instead (a rejected result or
+    a failed commit)."""
+
+    loop: ExecutorLoop
+    run_id: str
+    end: TurnEnd
+    result: TurnResult | None = None
+    error: str | None = None
+    ready: bool = True
+    """The loop takes its next turn at once (if the run committed as reported)."""
+
+
+@attrs.frozen(eq=False)
+class LoopReady:
+    """The loop waits for a turn (a new incarnation, or after a retry backoff)."""
+
+    loop: ExecutorLoop
+
+
+@attrs.frozen(eq=False)
+class CheckpointTurn:
+    run_id: str
+    snapshot: Any = UNCHANGED
+    results: Mapping[str, Any] | None = None
+
+
+@attrs.frozen(eq=False)
+class GiveUp:
+    loop: ExecutorLoop
+    reason: str
+
+
+@attrs.frozen(eq=False)
+class LoopExited:
+    loop: ExecutorLoop
+
+
+def _cancellation(exc: BaseException) -> bool:
+    """``exc`` is trio's cancellation (alone or grouped) or a Ctrl-C: not ours to catch."""
+    if isinstance(exc, (trio.Cancelled, KeyboardInterrupt)):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_cancellation(e) for e in exc.exceptions)
+    return False
 
 
 class ExecutorLoop:
@@ -80,92 +202,53 @@ class ExecutorLoop:
     def __init__(
         self,
         *,
-        session: ActorRef[Any],
+        session: ActorRef[Actor],
         session_id: str,
-        executor: Any,
+        run_turn: Callable[[Turn], Awaitable[TurnResult | None]],
         options: LoopOptions,
         rng: random.Random,
         emit: Callable[[str, Mapping[str, Any]], None],
     ) -> None:
         self.session = session
         self.session_id = session_id
-        self.executor = executor
-        self.run_turn: Callable[[Turn], Awaitable[TurnResult | None]] = as_executor(executor)
+        self.run_turn = run_turn
         self.options = options
         self.rng = rng
         self.emit = emit
         self.exited = trio.Event()
-        self.stopping = False
+        self.closing = False
         self.supervisor: Supervisor | None = None
-        self._crashed = False
-        self._pending = False
-        self._wake: trio.Event | None = None
-        self._handed: TurnStart | None = None
-        self._cancelled_start: str | None = None  # a run cancelled before it began
-        self._turn_scope: trio.CancelScope | None = None
+        self._slot: TurnStart | None = None
+        self._filled = trio.Event()
         self._scope: trio.CancelScope | None = None
         self._delay_scope: trio.CancelScope | None = None
         self._failures = 0
+        self._crashed = False
 
     # -- called by the session actor (same trio thread, never blocking) ----------
 
-    def wake(self) -> None:
-        """New work may be ready."""
-        self._pending = True
-        if self._wake is not None:
-            self._wake.set()
+    def offer(self, start: TurnStart) -> None:
+        """Hand the loop its next turn (the actor offers one only when the
+        loop said it is ready, so the slot is empty)."""
+        assert self._slot is None, "a turn is already waiting for the loop"
+        self._slot = start
+        self._filled.set()
 
-    @property
-    def parked(self) -> bool:
-        """Waiting for work, not yet woken, not stopping, nothing handed to it."""
-        wake = self._wake
-        return (
-            wake is not None
-            and not wake.is_set()
-            and not self.stopping
-            and self._handed is None
-        )
-
-    def hand(self, start: TurnStart) -> bool:
-        """Give the parked loop a turn the session already staged; False if
-        the loop is no longer parked (it will not run it)."""
-        if not self.parked:
-            return False
-        self._handed = start
-        self.wake()
-        return True
-
-    def cancel_turn(self, run_id: str | None = None) -> bool:
-        """Cancel the running turn, unless its commit has started; True if cancelled.
-
-        ``run_id`` names the session's current run: if the loop has not begun
-        it yet (its start is on the way), it is interrupted without running.
-        """
-        if self._turn_scope is not None:
-            self._turn_scope.cancel()
-            return True
-        if run_id is not None:
-            self._cancelled_start = run_id
-            return True
-        return False
-
-    def stop(self) -> None:
-        """Exit after the current turn (cancel it first with :meth:`cancel_turn`); no restart."""
-        self.stopping = True
+    def close(self) -> None:
+        """Exit after the turn in hand (cancel it first through its scope); no restart."""
+        self.closing = True
         if self._delay_scope is not None:  # a retry backoff is not a turn to finish
             self._delay_scope.cancel()
-        self.wake()
+        self._filled.set()
         if self.supervisor is not None:
             self.supervisor.request_stop()
 
     def kill(self) -> None:
-        """Cancel the loop outright (the session stopped or was destroyed)."""
-        self.stopping = True
+        """Cancel the loop outright (its session stopped or was destroyed)."""
+        self.closing = True
         if self._scope is not None:
             self._scope.cancel()
-        self.wake()
-
-    # -- the loop ------------------------------------------------------------------
+        self._filled.set()
 
     @property
     def restart_count(self) -> int:
@@ -175,6 +258,8 @@ class ExecutorLoop:
     def crashes(self) -> int:
         return self.supervisor.crash_count if self.supervisor is not None else 0
 
+    # -- the loop ------------------------------------------------------------------
+
     @trio.lowlevel.enable_ki_protection  # Ctrl-C goes to the embedding task
     async def run(self) -> None:
         """Run the loop under its supervisor until it ends for good."""
@@ -183,8 +268,8 @@ class ExecutorLoop:
             name="executor loop",
             run=self._incarnation,
             restart=policy.restart,
-            stop=self.wake,
-            # A stopping loop finishes its turn (detach waits for it); a hung
+            stop=self._filled.set,
+            # A closing loop finishes its turn (detach waits for it); a hung
             # turn is bounded by turn_timeout, and detach(cancel=True) cancels.
             shutdown=math.inf,
         )
@@ -196,8 +281,8 @@ class ExecutorLoop:
                 except SupervisorGaveUp as exc:  # the supervisor emitted gave_up
                     await self._give_up(exc.reason)
                 else:
-                    if self._crashed and not self.stopping:
-                        # A TEMPORARY loop that crashed is not restarted: the session stops.
+                    if self._crashed and not self.closing:
+                        # A crash that was not restarted (TEMPORARY): the session stops.
                         assert self.supervisor.last_crash is not None
                         reason = f"executor crashed: {describe(self.supervisor.last_crash)}"
                         self.emit("supervisor.gave_up", {"reason": reason})
@@ -216,142 +301,153 @@ class ExecutorLoop:
         """One life of the loop: returning is a normal exit, raising a crash."""
         self._crashed = False
         try:
-            await self._serve()
+            if self.closing:
+                return
+            await self.session.ask(LoopReady(self))
+            while True:
+                start = await self._receive()
+                if start is None:
+                    return
+                await self._turn(start)
         except _Exit:
             self.emit("supervisor.exited", {"reason": "executor exit"})
         except ActorStopped:
-            self.stopping = True
+            self.closing = True
         except Exception:
             self._crashed = True
             raise
         finally:
-            if self.stopping and self.supervisor is not None and not self.supervisor.stopping:
-                # Ending because it was told to (also before it first ran), or
-                # because its session is gone, is not an exit to restart.
+            if self.closing and self.supervisor is not None and not self.supervisor.stopping:
+                # Ending because it was told to, or because its session is
+                # gone, is not an exit to restart.
                 self.supervisor.request_stop()
+
+    async def _receive(self) -> TurnStart | None:
+        """The next turn; ``None`` once closing with no turn in hand."""
+        while self._slot is None:
+            if self.closing:
+                return None
+            self._filled = trio.Event()
+            await self._filled.wait()
+        start, self._slot = self._slot, None
+        return start
 
     async def _give_up(self, reason: str) -> None:
         """Stop the session; a failure to record that is logged, not raised
         (the session stays as the store has it, and recovers from there)."""
-        self.stopping = True
+        self.closing = True
         try:
             await self.session.ask(GiveUp(self, reason))
         except ActorStopped:
             raise
         except Exception as exc:
-            log.error("session %s: could not stop after giving up (%s): %s",
-                      self.session_id, reason, describe(exc))
+            log.error(
+                "session %s: could not stop after giving up (%s): %s",
+                self.session_id, reason, describe(exc),
+            )
 
-    async def _serve(self) -> None:
-        while True:
-            start = self._handed
-            if start is not None:  # staged when it was admitted: it has begun
-                self._handed = None
-            elif self.stopping:
-                return
-            else:
-                self._pending = False
-                start = await self.session.ask(TakeTurn(self, self.options.max_batch))
-                if start is STOP:
-                    return
-            if start is None or not await self._turn(start):
-                await self._wait_for_work()
+    async def _report(self, report: TurnReport) -> bool:
+        """Hand the turn's one outcome to the session: shielded, since the
+        session must hear how every turn it handed out ended."""
+        with trio.CancelScope(shield=True):
+            try:
+                committed = bool(await self.session.ask(report))
+            except NotReady:  # the run is over already (stopped, destroyed)
+                committed = False
+        return committed
 
-    async def _wait_for_work(self) -> None:
-        if not self._pending and not self.stopping and self._handed is None:
-            self._wake = trio.Event()
-            await self._wake.wait()
-            self._wake = None
-
-    async def _turn(self, start: TurnStart) -> bool:
-        """Run one turn; False when the session said no work is waiting."""
-        run = start.run
-        if run.run_id == self._cancelled_start:
-            self._cancelled_start = None
-            await self._ask_ignoring_stale(InterruptTurn(run.run_id))
-            return True
-        inputs = [r.to_input() for r in start.inputs]
+    async def _turn(self, start: TurnStart) -> None:
+        run_id = start.run.run_id
+        scope = start.scope
+        if scope.cancel_called:  # cancelled before it began: it never runs
+            await self._report(TurnReport(self, run_id, TurnEnd.INTERRUPT))
+            return
         turn = Turn(
-            run_id=run.run_id,
+            run_id=run_id,
             session_id=self.session_id,
-            inputs=inputs,
+            inputs=[r.to_input() for r in start.inputs],
             snapshot=decode_json(start.snapshot_json),
             attempt=max(r.attempt for r in start.inputs),
-            loop=self,
+            checkpoint=self._checkpoint,
         )
-        result: TurnResult | None = None
-        failure: Exception | None = None
-        exit_ = False
+        result: Any = None
+        failure: BaseException | None = None
         timeout = self.options.turn_timeout
-        with trio.CancelScope() as scope:
-            self._turn_scope = scope
-            try:
-                with trio.move_on_after(timeout if timeout is not None else float("inf")) as timer:
-                    result = await self.run_turn(turn)
-            except ExecutorExit:
-                exit_ = True
-            except Exception as exc:
-                failure = exc
-        self._turn_scope = None
-        if scope.cancelled_caught or exit_:
-            await self._ask_ignoring_stale(InterruptTurn(run.run_id))
-            if exit_:
+        token = RUNNING_SESSION.set(self.session_id)
+        try:
+            with scope:
+                try:
+                    with trio.move_on_after(math.inf if timeout is None else timeout) as timer:
+                        result = await self.run_turn(turn)
+                except BaseException as exc:
+                    if _cancellation(exc):
+                        raise
+                    failure = exc
+        finally:
+            RUNNING_SESSION.reset(token)
+        if scope.cancelled_caught or isinstance(failure, ExecutorExit):
+            await self._report(
+                TurnReport(self, run_id, TurnEnd.INTERRUPT, ready=failure is None)
+            )
+            if failure is not None:
                 raise _Exit
-            return True
+            return
         if timer.cancelled_caught:
             # A thread-hosted executor gets a fresh thread; the stuck one is abandoned.
-            replace = getattr(getattr(self.run_turn, "__self__", self.executor), "replace", None)
-            if replace is not None:
+            replace = getattr(getattr(self.run_turn, "__self__", None), "replace", None)
+            if callable(replace):
                 replace()
-            await self._ask_ignoring_stale(
-                FailTurn(run.run_id, f"turn exceeded turn_timeout of {timeout} s")
-            )
-            raise TurnTimeout(f"turn {run.run_id} exceeded turn_timeout of {timeout} s")
+            error = f"turn exceeded turn_timeout of {timeout} s"
+            await self._report(TurnReport(self, run_id, TurnEnd.FAIL, error=error, ready=False))
+            raise TurnTimeout(f"turn {run_id} exceeded turn_timeout of {timeout} s")
         if failure is not None:
-            await self._ask_ignoring_stale(FailTurn(run.run_id, describe(failure)))
+            crash = isinstance(failure, Fatal) or not isinstance(failure, Exception)
+            delay = 0.0 if crash else self._next_delay()
+            await self._report(
+                TurnReport(
+                    self, run_id, TurnEnd.FAIL, error=describe(failure), ready=not crash and delay <= 0
+                )
+            )
             if isinstance(failure, Fatal):
                 raise failure
-            await self._retry_delay()
-            return True
+            if crash:
+                raise ExecutorCrashed(f"executor raised {describe(failure)}") from failure
+            await self._after_failure(delay)
+            return
         if result is not None and not isinstance(result, TurnResult):
             error = f"executor returned {type(result).__name__}, not TurnResult or None"
-            await self._ask_ignoring_stale(FailTurn(run.run_id, error))
-            await self._retry_delay()
-            return True
-        self._pending = False  # a wake from here on is seen below
-        try:
-            committed = await self._ask_ignoring_stale(CommitTurn(run.run_id, result))
-        except StoreError as exc:
-            # The commit did not happen: the inputs are still staged, durably.
-            await self._ask_ignoring_stale(FailTurn(run.run_id, describe(exc)))
-            await self._retry_delay()
-            return True
-        if committed is False:  # the result was rejected: a failed run
-            await self._retry_delay()
-            return True
-        self._failures = 0
-        return bool(committed != "idle")
+            delay = self._next_delay()
+            await self._report(TurnReport(self, run_id, TurnEnd.FAIL, error=error, ready=delay <= 0))
+            await self._after_failure(delay)
+            return
+        if await self._report(TurnReport(self, run_id, TurnEnd.COMMIT, result=result)):
+            self._failures = 0
+            return
+        # The result was rejected or its commit failed: a failed run.
+        await self._after_failure(self._next_delay(), told=False)
 
-    async def _retry_delay(self) -> None:
+    def _next_delay(self) -> float:
+        """Count a failed run; the delay before the next turn."""
         self._failures += 1
         retry = self.options.retry
-        if retry is not None and not self.stopping:
-            delay = retry.delay(self._failures, self.rng)
-            if delay > 0:
-                with trio.move_on_after(delay) as self._delay_scope:  # stop() ends it early
-                    await trio.sleep_forever()
-                self._delay_scope = None
+        if retry is None or self.closing:
+            return 0.0
+        return retry.delay(self._failures, self.rng)
 
-    async def _ask_ignoring_stale(self, message: Any) -> Any:
-        """Ask the session; a turn that is no longer current (the session was
-        stopped or destroyed meanwhile) is simply over."""
-        try:
-            return await self.session.ask(message)
-        except NotReady:
-            return None
+    async def _after_failure(self, delay: float, *, told: bool = True) -> None:
+        """Wait the retry backoff (``close`` ends it early), then say ready,
+        unless the report already did (``told`` and no delay)."""
+        if delay > 0:
+            with trio.move_on_after(delay) as self._delay_scope:
+                await trio.sleep_forever()
+            self._delay_scope = None
+        elif told:
+            return
+        if not self.closing:
+            await self.session.ask(LoopReady(self))
 
-    async def checkpoint(
-        self, turn: Turn, *, snapshot: Any = UNCHANGED, results: Mapping[str, Any] | None = None
-    ) -> list[Any]:
+    async def _checkpoint(
+        self, turn: Turn, snapshot: Any, results: Mapping[str, Any] | None
+    ) -> list[Input]:
         records = await self.session.ask(CheckpointTurn(turn.run_id, snapshot, results))
         return [r.to_input() for r in records]

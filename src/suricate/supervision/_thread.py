@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pykka
 
-from ..actors._bridge import ThreadHost, call_in_thread
+from .._errors import InputRejected
+from .._kernel import ThreadHost, call_in_thread
+from .._turn import Turn, TurnResult
 
-__all__ = ["ThreadExecutor"]
+__all__ = ["ThreadExecutor", "as_executor"]
 
 
 class ThreadExecutor:
@@ -44,3 +47,22 @@ class ThreadExecutor:
 
     def close(self) -> None:
         self.replace()
+
+
+def as_executor(executor: Any) -> Callable[[Turn], Awaitable[TurnResult | None]]:
+    """Normalize an executor to one async callable.
+
+    Raises:
+        InputRejected: ``executor`` is not an async function, an object with an
+            async ``run`` method, or a plain function.
+    """
+    run = getattr(executor, "run", None)
+    if run is not None and inspect.iscoroutinefunction(run):
+        return run  # type: ignore[no-any-return]
+    if inspect.iscoroutinefunction(executor) or inspect.iscoroutinefunction(
+        getattr(executor, "__call__", None)  # noqa: B004 (the method, not callability)
+    ):
+        return executor  # type: ignore[no-any-return]
+    if callable(executor):
+        return ThreadExecutor(executor).run
+    raise InputRejected(f"not an executor: {executor!r}")
