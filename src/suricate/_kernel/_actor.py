@@ -108,13 +108,18 @@ class _Reply:
             task, self.task = self.task, None
             trio.lowlevel.reschedule(task, result)
 
-    async def wait(self) -> Any:
+    async def wait(self, handover: bool = False) -> Any:
         if self.result is not None:
-            await trio.lowlevel.checkpoint()
+            if handover:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+            else:
+                await trio.lowlevel.checkpoint()
             return self.result.unwrap()
         self.task = trio.lowlevel.current_task()
 
         def abort(_: Any) -> trio.lowlevel.Abort:
+            if handover:  # the answer comes; the cancellation waits for it
+                return trio.lowlevel.Abort.FAILED
             self.abandoned = True
             self.task = None
             return trio.lowlevel.Abort.SUCCEEDED
@@ -218,11 +223,16 @@ class ActorRef(Generic[T]):
         await self._wait_space()  # others may have filled it meanwhile
         self._put(message, None)
 
-    async def ask(self, message: Any, *, timeout: float | None = None) -> Any:
+    async def ask(
+        self, message: Any, *, timeout: float | None = None, handover: bool = False
+    ) -> Any:
         """Send ``message`` and wait for the handler's answer.
 
         The handler's exception is raised here.  Cancelling the asker does not
-        withdraw a message already enqueued.
+        withdraw a message already enqueued.  With ``handover``, a message
+        once enqueued is also waited for: a cancellation of the asker takes
+        effect at its next checkpoint after the answer (for messages whose
+        effect cannot be withdrawn, such as a write-set handed to a store).
 
         Raises:
             ActorStopped: the actor stopped before answering.
@@ -234,7 +244,7 @@ class ActorRef(Generic[T]):
             if len(self._mail) >= self._capacity:
                 await self._wait_space()
             self._put(message, reply)
-            return await reply.wait()
+            return await reply.wait(handover)
         with trio.move_on_after(timeout):
             if len(self._mail) >= self._capacity:
                 await self._wait_space()

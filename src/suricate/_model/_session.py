@@ -28,7 +28,7 @@ import collections
 import heapq
 import operator
 import unicodedata
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence, Sized
 from typing import Any, Final
 
 import attrs
@@ -568,28 +568,33 @@ class SessionCore:
         """The inputs the next turn takes once ``step`` is adopted: every
         INTERRUPT and STEER input, else up to ``max_batch`` QUEUE inputs."""
         changed = {r.input_id: r for r in step.records}
-        fresh: list[list[InputRecord]] = [[], [], []]
+        fresh: tuple[list[InputRecord], ...] = ([], [], [])
         if step.reload is not None:
             base = {r.input_id: r for r in step.reload.inputs} | changed
             for r in base.values():
                 if r.state is InputState.QUEUED:
                     fresh[r.lane].append(r)
-            current: Callable[[int], Iterator[InputRecord]] = lambda lane: iter(())
+            lanes: Sequence[Sized] = ((), (), ())  # the reload replaces the lanes
         else:
             for r in changed.values():
                 if r.state is InputState.QUEUED:
                     fresh[r.lane].append(r)
-
-            def current(lane: int) -> Iterator[InputRecord]:
-                return (r for r in self.queued(lane) if r.input_id not in changed)
-
+            lanes = self._lanes
         taken: list[InputRecord] = []
         for lane in (0, 1, 2):
             if lane == 2 and taken:
                 break
-            fresh[lane].sort(key=_ORDER)
-            for r in heapq.merge(current(lane), fresh[lane], key=_ORDER):
-                if lane == 2 and len(taken) >= max_batch:
+            limit = max_batch if lane == 2 else None
+            new = fresh[lane]
+            if not lanes[lane]:  # the usual case: only what this step queued
+                if new:
+                    new.sort(key=_ORDER)
+                    taken.extend(new[:limit])
+                continue
+            current = (r for r in self.queued(lane) if r.input_id not in changed)
+            merged = heapq.merge(current, sorted(new, key=_ORDER), key=_ORDER) if new else current
+            for r in merged:
+                if limit is not None and len(taken) >= limit:
                     break
                 taken.append(r)
         return taken

@@ -209,15 +209,14 @@ class SessionActor(Actor):
         )
         write_set = step.write_set(self.core.id)
         if write_set is not None:
-            # Shielded: once handed to the store, the write-set may commit
-            # whatever happens to this task, and memory must follow the store.
-            with trio.CancelScope(shield=True):
-                try:
-                    await self.store.commit(write_set)
-                except StoreError:
-                    raise
-                except Exception as exc:
-                    raise StoreError(f"commit failed: {exc!r}") from exc
+            # A store's commit is cancellation-atomic (the Store protocol):
+            # cancelled, it committed nothing; returned, memory follows it.
+            try:
+                await self.store.commit(write_set)
+            except StoreError:
+                raise
+            except Exception as exc:
+                raise StoreError(f"commit failed: {exc!r}") from exc
         before = self.core.run
         staged = isinstance(step.run, RunState) and (
             before is None or before.run_id != step.run.run_id

@@ -36,7 +36,12 @@ class Store(Protocol):
         """
 
     async def commit(self, write_set: WriteSet) -> None:
-        """Commit ``write_set`` atomically; return only once it is durable."""
+        """Commit ``write_set`` atomically; return only once it is durable.
+
+        Also atomic under cancellation: a commit that raises ``trio.Cancelled``
+        committed nothing (a store whose commit cannot be withdrawn once
+        handed on waits for its outcome instead of being cancelled).
+        """
 
     async def load_input(self, session_id: str, input_id: str) -> InputRecord | None:
         """One input record, terminal or not."""

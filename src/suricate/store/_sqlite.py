@@ -388,9 +388,12 @@ class StoreActor(Actor):
 
     async def actor_receive_batch(self, messages: list[Any]) -> list[outcome.Outcome[Any]]:
         try:
-            results: list[outcome.Outcome[None]] = await call_on_host(
-                self.writer, _commit_batch, messages
-            )
+            # Once handed to the writer, a batch commits whatever happens to
+            # this task: its outcome is always delivered to its callers.
+            with trio.CancelScope(shield=True):
+                results: list[outcome.Outcome[None]] = await call_on_host(
+                    self.writer, _commit_batch, messages
+                )
         except Exception as exc:  # the writer thread is gone
             error = _store_error(exc, "the store's writer failed")
             results = [outcome.Error(error) for _ in messages]
@@ -532,7 +535,9 @@ class SqliteStore:
     async def commit(self, write_set: WriteSet) -> None:
         if self._actor is None:
             raise StoreError("the store is not open")
-        await self._actor.ask(write_set)
+        # A handover: a caller cancelled after this point still learns the
+        # outcome, so that a write-set is never committed behind its back.
+        await self._actor.ask(write_set, handover=True)
 
     async def _read(self, fn: Any, *args: Any) -> Any:
         if self._reader is None:
