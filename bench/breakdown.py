@@ -19,7 +19,7 @@ from typing import Any
 import trio
 
 import suricate
-from suricate.actors import _bridge
+from suricate._kernel import _bridge
 
 PARTS = ("total", "trio before the hop", "hop to the writer", "writer commit",
          "hop back to trio", "trio after the hop")

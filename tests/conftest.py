@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 import suricate
-from suricate.store import MemoryStore, SqliteStore, Store
+from suricate import MemoryStore, Store
+from suricate.store import SqliteStore
 
 StoreFactory = Callable[[], Store]
 

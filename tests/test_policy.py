@@ -8,10 +8,8 @@ import random
 import pytest
 
 import suricate
+from suricate import Backoff, Restart, RestartPolicy
 from suricate.supervision import (
-    Backoff,
-    Restart,
-    RestartPolicy,
     may_restart,
     next_delay,
     restarts_in_window,

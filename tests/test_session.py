@@ -19,7 +19,7 @@ from suricate import (
     Superseded,
     TurnResult,
 )
-from suricate.store import MemoryStore
+from suricate import MemoryStore
 from suricate.testing import ScriptedExecutor
 
 

@@ -10,6 +10,7 @@ registry lets callers await outcomes; a store makes it all durable.
         outcome = await s.ask({"text": "hi"})
 """
 
+from . import _exports
 from ._errors import (
     ActorStopped,
     IllegalTransition,
@@ -51,7 +52,7 @@ from ._model import (
 )
 from ._model import DeadLetter, Receipt
 from ._turn import ExecutorExit, Fatal, PeerMessage, Turn, TurnResult
-from .actors import SessionStats
+from .actors._session import SessionStats
 from .runtime import (
     DrainExit,
     DrainMode,
@@ -61,8 +62,10 @@ from .runtime import (
     SourceDrain,
     open_runtime,
 )
-from .store import MemoryStore, Store
-from .supervision import Backoff, Restart, RestartPolicy, Strategy, ThreadExecutor
+from .store._memory import MemoryStore
+from .store._protocol import Store
+from .supervision._policy import Backoff, Restart, RestartPolicy, Strategy
+from .supervision._thread import ThreadExecutor
 
 __all__ = [
     "AbandonReason",
@@ -125,6 +128,9 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+
+_exports.fix_module_metadata(__name__, __all__, globals())
 
 # A library prints nothing by itself: log records go to the application's
 # handlers, if it configured any.

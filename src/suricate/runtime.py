@@ -72,8 +72,13 @@ from .actors._messages import (
 )
 from .actors._registry import CloseAll, CompletionRegistry, Unregister, Waiter
 from .actors._session import SessionActor, SessionStats
-from .store import MemoryStore, SqliteStore, Store
-from .supervision import RUNNING_SESSION, Backoff, LoopOptions, RestartPolicy, as_executor
+from .store import SqliteStore
+from .store._memory import MemoryStore
+from .store._protocol import Store
+from .supervision import LoopOptions
+from .supervision._policy import Backoff, RestartPolicy
+from .supervision._loop import RUNNING_SESSION
+from .supervision._thread import as_executor
 
 __all__ = [
     "DrainExit",
@@ -359,6 +364,7 @@ class Runtime:
         nursery: trio.Nursery,
         loop_nursery: trio.Nursery,
         registry: ActorRef[CompletionRegistry],
+        registry_actor: CompletionRegistry,
         bus: EventBus,
         limits: Limits,
         new_id: Callable[[], str],
@@ -368,6 +374,8 @@ class Runtime:
         self._nursery = nursery
         self._loop_nursery = loop_nursery
         self._registry = registry
+        self._registry_actor = registry_actor
+        self._actors: dict[str, SessionActor] = {}
         self._bus = bus
         self.limits = limits
         self._new_id = new_id
@@ -434,6 +442,7 @@ class Runtime:
                 raise
             session = Session(session_id, ref, self, report)
             self._sessions[session_id] = session
+            self._actors[session_id] = actor
             self._comms.add(session_id, ref)
             return session
         finally:
@@ -471,7 +480,7 @@ class Runtime:
 
     async def stats(self) -> RuntimeStats:
         await trio.lowlevel.checkpoint()
-        registry = self._registry.actor
+        registry = self._registry_actor
         return RuntimeStats(
             sessions_open=len(self._sessions),
             sessions_active=sum(1 for s in self._sessions.values() if s._ref.statistics().active),
@@ -484,7 +493,7 @@ class Runtime:
         """The shutdown protocol: no turn starts; turns in flight get ``grace``
         seconds to commit, then are cancelled (requeued without an attempt)
         and their ends committed; then everything else closes."""
-        actors = [s._ref.actor for s in self._sessions.values()]
+        actors = list(self._actors.values())
         loops = [loop for actor in actors if (loop := actor.begin_shutdown()) is not None]
         with trio.move_on_after(grace):
             for loop in loops:
@@ -590,13 +599,15 @@ async def open_runtime(
                 system.cancel_scope.cancel()
                 raise
             started = True
-            registry = spawn(CompletionRegistry(), system, name="completion registry")
+            registry_actor = CompletionRegistry()
+            registry = spawn(registry_actor, system, name="completion registry")
             async with trio.open_nursery() as loops:
                 runtime = Runtime(
                     store=store,
                     nursery=system,
                     loop_nursery=loops,
                     registry=registry,
+                    registry_actor=registry_actor,
                     bus=EventBus(event_buffer),
                     limits=limits,
                     new_id=id_factory or _default_ids(),

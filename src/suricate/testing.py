@@ -27,7 +27,7 @@ from ._model import (
 from ._turn import Turn, TurnResult
 from .actors._messages import Read
 from .runtime import Session
-from .store import Store
+from .store._protocol import Store
 
 __all__ = [
     "FaultyStore",

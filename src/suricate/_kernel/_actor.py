@@ -40,7 +40,7 @@ from .._errors import ActorStopped, WaitTimeout
 
 __all__ = ["Actor", "ActorRef", "ActorStatistics", "spawn"]
 
-T = TypeVar("T")
+T = TypeVar("T", bound="Actor")
 
 
 class Actor:
@@ -131,7 +131,7 @@ class ActorRef(Generic[T]):
     """The address of an actor: the only way to talk to it."""
 
     __slots__ = (
-        "actor",
+        "_actor",
         "name",
         "_nursery",
         "_mail",
@@ -145,10 +145,10 @@ class ActorRef(Generic[T]):
     )
 
     def __init__(self, actor: T, nursery: trio.Nursery, *, name: str) -> None:
-        self.actor = actor
+        self._actor = actor
         self.name = name
         self._nursery = nursery
-        self._capacity = getattr(actor, "actor_mailbox_size", 1024)
+        self._capacity = actor.actor_mailbox_size
         self._mail: collections.deque[tuple[Any, _Reply | None]] = collections.deque()
         self._space = trio.lowlevel.ParkingLot()
         self._running = False
@@ -191,7 +191,7 @@ class ActorRef(Generic[T]):
         """
         self._check()
         if not self._running and not self._mail:
-            receive_now = getattr(self.actor, "actor_receive_now", None)  # also non-Actor actors
+            receive_now = self._actor.actor_receive_now
             if receive_now is not None:
                 self._running = True  # a message sent from inside the handler queues
                 try:
@@ -256,9 +256,9 @@ class ActorRef(Generic[T]):
     @trio.lowlevel.enable_ki_protection  # Ctrl-C goes to the embedding task
     async def _serve(self) -> None:
         mail = self._mail
-        actor = self.actor
-        receive = actor.actor_receive  # type: ignore[attr-defined]
-        batch_max = getattr(actor, "actor_batch_max", 0)
+        actor = self._actor
+        receive = actor.actor_receive
+        batch_max = actor.actor_batch_max
         try:
             while mail and not self._stopped:
                 if batch_max:
@@ -304,7 +304,7 @@ class ActorRef(Generic[T]):
         if self._space.statistics().tasks_waiting:
             self._space.unpark_all()
         try:
-            results = await self.actor.actor_receive_batch(  # type: ignore[attr-defined]
+            results = await self._actor.actor_receive_batch(
                 [message for message, _ in taken]
             )
         except BaseException as exc:
@@ -332,7 +332,7 @@ class ActorRef(Generic[T]):
             if reply is not None:
                 reply.set(outcome.Error(error))
         self._space.unpark_all()
-        self.actor.actor_stopped()  # type: ignore[attr-defined]
+        self._actor.actor_stopped()
 
     def stop(self) -> None:
         """Stop after the message being handled: pending asks get ``ActorStopped``."""

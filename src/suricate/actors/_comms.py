@@ -33,7 +33,7 @@ from .._model import Input, OutboxRow, SessionState, decode_json
 from ._messages import MarkDead, Submit
 
 if TYPE_CHECKING:
-    from ..store import Store
+    from ..store._protocol import Store
     from .._kernel import ActorRef
 
 __all__ = ["Comms", "CommsDrain", "outbox_key"]

@@ -7,7 +7,7 @@ from typing import Any
 import attrs
 
 from .._model import DeadLetter, Input, SessionOp, StoredSession
-from ..supervision import LoopOptions
+from ..supervision._loop import LoopOptions
 from ._registry import Waiter
 
 __all__ = [

@@ -48,8 +48,8 @@ from .._model import (
     encode_json,
     recover_step,
 )
-from ..store import Store
-from ..supervision import (
+from ..store._protocol import Store
+from ..supervision._loop import (
     CheckpointTurn,
     ExecutorLoop,
     GiveUp,

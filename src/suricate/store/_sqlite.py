@@ -463,6 +463,7 @@ class SqliteStore:
         self._writer: pykka.ActorRef[Any] | None = None
         self._reader: pykka.ActorRef[Any] | None = None
         self._actor: ActorRef[StoreActor] | None = None
+        self._figures = StoreActor(None)  # type: ignore[arg-type]  # figures before start
         self._lock = _Lock(Path(f"{self.path}.lock"))
 
     def __repr__(self) -> str:
@@ -495,7 +496,8 @@ class SqliteStore:
             if isinstance(exc, Exception):
                 raise _store_error(exc, f"cannot open {self.path}") from exc
             raise
-        self._actor = spawn(StoreActor(self._writer), nursery, name=f"store {self.path.name}")
+        self._figures = StoreActor(self._writer)
+        self._actor = spawn(self._figures, nursery, name=f"store {self.path.name}")
 
     def _stop_hosts(self) -> None:
         for host in (self._reader, self._writer):
@@ -518,7 +520,7 @@ class SqliteStore:
         self._lock.release()
 
     def statistics(self) -> StoreStatistics:
-        actor = self._actor.actor if self._actor is not None else StoreActor(None)  # type: ignore[arg-type]
+        actor = self._figures
         return StoreStatistics(
             batches=actor.batches,
             write_sets=actor.write_sets,

@@ -1,19 +1,7 @@
 """Supervision: restart policies and the supervised executor loop."""
 
-from ._loop import (
-    RUNNING_SESSION,
-    CheckpointTurn,
-    ExecutorCrashed,
-    ExecutorLoop,
-    GiveUp,
-    LoopExited,
-    LoopOptions,
-    LoopReady,
-    TurnEnd,
-    TurnReport,
-    TurnStart,
-    TurnTimeout,
-)
+from .._exports import fix_module_metadata
+from ._loop import ExecutorLoop, LoopOptions
 from ._policy import (
     Backoff,
     Restart,
@@ -24,31 +12,17 @@ from ._policy import (
     restarts_in_window,
 )
 from ._supervisor import ChildSpec, Supervisor, SupervisorGaveUp
-from ._thread import ThreadExecutor, as_executor
+from ._thread import ThreadExecutor
 
 __all__ = [
-    "RUNNING_SESSION",
-    "Backoff",
-    "CheckpointTurn",
     "ChildSpec",
-    "ExecutorCrashed",
     "ExecutorLoop",
-    "GiveUp",
-    "LoopExited",
     "LoopOptions",
-    "LoopReady",
-    "Restart",
-    "RestartPolicy",
-    "Strategy",
     "Supervisor",
     "SupervisorGaveUp",
-    "ThreadExecutor",
-    "TurnEnd",
-    "TurnReport",
-    "TurnStart",
-    "TurnTimeout",
-    "as_executor",
     "may_restart",
     "next_delay",
     "restarts_in_window",
 ]
+
+fix_module_metadata(__name__, __all__, globals())
