@@ -17,18 +17,20 @@ write-set; failures are rare, so the common path pays no savepoints.  Each
 caller is answered only after the transaction holding its write-set
 committed; with ``synchronous=FULL`` (the default) that means it is on disk.
 
-A lock file beside the database (``agent.db.lock``, holding the owner's pid
-and host) is ``flock``-ed for the store's lifetime: a second runtime on the
-same file, in this process or another, gets :class:`StoreLocked`.  The kernel
-releases the lock when its process dies, so a stale claim is taken over.
+Before any connection opens, :func:`~suricate.store._files.open_files`
+resolves the real path, checks (reading only) that the file is suricate's,
+creates a missing one with the store's mode, and takes the owner's lock,
+keyed on the file's identity: a second runtime on the same file, in this
+process or another, through any symlink or a hard link beside it, gets
+:class:`StoreLocked`.  The kernel releases the lock when its process dies,
+so a stale claim is taken over.  ``close`` (and ``aclose``, whatever
+interrupts it) always stops both threads and releases the lock.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import socket
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -40,9 +42,10 @@ import outcome
 import pykka
 import trio
 
-from .._errors import StoreError, StoreLocked
+from .._errors import StoreError
 from .._model import DeadLetter, InputRecord, OutboxRow, Receipt, StoredSession, WriteSet
 from .._kernel import Actor, ActorRef, ThreadHost, call_on_host, spawn
+from ._files import DEFAULT_MODE, StoreFiles, check_connection, check_mode, claim, open_files
 from ._schema import (
     INPUT_COLUMNS,
     OUTBOX_COLUMNS,
@@ -102,6 +105,9 @@ class _Connection(ThreadHost):
         try:
             conn = _connect(self.target, uri=self.uri)
             try:
+                if self.writer:
+                    # Read before anything writes: a refused file stays untouched.
+                    check_connection(conn, Path(self.target))
                 for pragma in self.pragmas:
                     conn.execute(pragma)
                 if self.writer:
@@ -109,6 +115,7 @@ class _Connection(ThreadHost):
                     if str(mode).lower() != "wal":
                         raise StoreError(f"could not switch the database to WAL (got {mode})")
                     migrate(conn)
+                    claim(conn)
                 else:
                     check_schema(conn)
             except BaseException:
@@ -404,95 +411,73 @@ class StoreActor(Actor):
         return results
 
 
-class _Lock:
-    """An exclusive ``flock`` on ``<db>.lock``, naming its holder inside."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.fd: int | None = None
-
-    def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 256, 0).decode("utf-8", "replace").strip() or "unknown"
-            os.close(fd)
-            raise StoreLocked(
-                f"{self.path.with_suffix('')} is owned by another runtime ({holder}); "
-                "other processes can still read it"
-            ) from None
-        except BaseException:
-            os.close(fd)
-            raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode(), 0)
-        self.fd = fd
-
-    def release(self) -> None:
-        if self.fd is not None:
-            fd, self.fd = self.fd, None
-            try:
-                os.ftruncate(fd, 0)
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-                os.close(fd)
-
-
 class SqliteStore:
     """The default durable store: one SQLite file in WAL mode.
 
     Args:
-        path: the database file.  Its directory must exist.
+        path: the database file.  Its directory must exist.  A symlink is
+            resolved: the store opens, locks and names its side files after
+            the real file.
         synchronous: ``"FULL"`` (default: a commit survives power loss),
             ``"EXTRA"``, or ``"NORMAL"`` (faster; a power loss may lose the
             last commits, though never corrupt the file; a process crash
             loses nothing).
+        mode: permission bits of the files the store creates (the database,
+            its ``-wal`` and ``-shm`` files, the lock file), whatever the
+            umask: ``0o600`` (default) or, say, ``0o640`` for group read.
+            Existing files keep their mode.
 
     Raises (from ``start``, that is from ``open_runtime``):
-        StoreError: missing directory, not a SQLite database, read-only file,
-            a schema written by a newer release.  StoreLocked: another runtime
-            owns the file.
+        StoreError: missing directory, not a SQLite database, another
+            application's database, read-only file, a schema written by a
+            newer release, a file with several hard links, a planted lock
+            file; a refused file is left untouched.  StoreLocked: another
+            runtime owns the file.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "FULL") -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, synchronous: str = "FULL", mode: int = DEFAULT_MODE
+    ) -> None:
         if synchronous.upper() not in SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}")
         self.path = Path(path)
         self.synchronous = synchronous.upper()
+        self.mode = check_mode(mode)
         self._writer: pykka.ActorRef[Any] | None = None
         self._reader: pykka.ActorRef[Any] | None = None
         self._actor: ActorRef[StoreActor] | None = None
         self._figures = StoreActor(None)  # type: ignore[arg-type]  # figures before start
-        self._lock = _Lock(Path(f"{self.path}.lock"))
+        self._files: StoreFiles | None = None
 
     def __repr__(self) -> str:
         return f"SqliteStore({str(self.path)!r})"
 
+    @property
+    def lock_path(self) -> Path | None:
+        """The lock file held while the store is open (None when it is not)."""
+        return None if self._files is None else self._files.lock.path
+
     async def start(self, nursery: trio.Nursery) -> None:
-        directory = self.path.parent
-        if not directory.is_dir():
-            raise StoreError(f"cannot open {self.path}: directory {directory} does not exist")
-        if self.path.exists():
-            # Root passes os.access on any file: the mode bits say what was meant.
-            if not os.access(self.path, os.R_OK | os.W_OK) or not self.path.stat().st_mode & 0o222:
-                raise StoreError(f"cannot open {self.path}: the file is read-only")
-        self._lock.acquire()
+        if self._files is not None:
+            raise StoreError(f"{self.path} is already open")
+        # Checks, creation and the lock touch the disk: off the trio thread.
+        # Not abandoned on cancellation, so that the lock is never orphaned.
+        files = await trio.to_thread.run_sync(open_files, self.path, self.mode)
+        self._files = files
         try:
             pragmas = (f"PRAGMA synchronous = {self.synchronous}",)
-            name = self.path.name
+            name = files.path.name
             self._writer = _Connection.start(
-                f"suricate-writer-{name}", str(self.path), uri=False, pragmas=pragmas, writer=True
+                f"suricate-writer-{name}", str(files.path), uri=False, pragmas=pragmas, writer=True
             )
             await call_on_host(self._writer, _ping)
-            read_uri = f"{self.path.resolve().as_uri()}?mode=ro"
+            read_uri = f"{files.path.as_uri()}?mode=ro"
             self._reader = _Connection.start(
                 f"suricate-reader-{name}", read_uri, uri=True, pragmas=(), writer=False
             )
             await call_on_host(self._reader, _ping)
         except BaseException as exc:
-            self._stop_hosts()
-            self._lock.release()
+            self.close()
             if isinstance(exc, Exception):
                 raise _store_error(exc, f"cannot open {self.path}") from exc
             raise
@@ -500,7 +485,10 @@ class SqliteStore:
         self._actor = spawn(self._figures, nursery, name=f"store {self.path.name}")
 
     def _stop_hosts(self) -> None:
-        for host in (self._reader, self._writer):
+        """Stop both connection threads, joining each for up to 10 s (blocking)."""
+        hosts = (self._reader, self._writer)
+        self._reader = self._writer = None
+        for host in hosts:
             if host is not None:
                 try:
                     host.stop(block=True, timeout=10)
@@ -508,16 +496,43 @@ class SqliteStore:
                     pass
                 except pykka.Timeout:  # pragma: no cover - a wedged SQLite call
                     pass
-        self._reader = self._writer = None
+
+    def close(self) -> None:
+        """Release everything at once: the store actor, both threads, the lock.
+
+        Synchronous and idempotent; safe after a failed or cancelled
+        ``start`` and after ``aclose``.  Call it from the trio thread (it
+        stops the trio-side store actor: pending commits get
+        ``ActorStopped``, never a silent success).  It blocks while the
+        threads finish the call they are in.
+        """
+        actor, self._actor = self._actor, None
+        try:
+            if actor is not None:
+                actor.stop()
+            self._stop_hosts()
+        finally:
+            files, self._files = self._files, None
+            if files is not None:
+                files.release()
 
     async def aclose(self) -> None:
-        actor, self._actor = self._actor, None
-        if actor is not None:
-            await actor.wait_idle()
-            actor.stop()
-        # Joining the hosts blocks briefly (they are idle): do it off the trio thread.
-        await trio.to_thread.run_sync(self._stop_hosts)
-        self._lock.release()
+        """Finish the commits in hand, then release everything (idempotent).
+
+        Whatever interrupts it (cancellation included), the lock and the
+        threads are released before it returns or raises; shield it to let
+        the commits in hand finish.
+        """
+        try:
+            actor = self._actor
+            if actor is not None:
+                await actor.wait_idle()
+                actor.stop()
+                self._actor = None
+            # Joining the hosts blocks briefly (they are idle): do it off the trio thread.
+            await trio.to_thread.run_sync(self._stop_hosts)
+        finally:
+            self.close()
 
     def statistics(self) -> StoreStatistics:
         actor = self._figures
