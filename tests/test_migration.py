@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ from suricate import (
     SessionState,
     Superseded,
 )
+from suricate.store._schema import SCHEMA_VERSION
 
 DATA = Path(__file__).parent / "data"
 EXPECTED: dict[str, Any] = json.loads((DATA / "store-v1.expected.json").read_text())
@@ -203,3 +206,63 @@ async def test_a_recovered_v1_store_runs_its_queued_work(v1) -> None:
                 InputState.STAGED,
                 InputState.CONSUMED,
             ]
+
+
+def _read(path: Path, sql: str, *args: object) -> list[tuple[Any, ...]]:
+    conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+    try:
+        return conn.execute(sql, args).fetchall()
+    finally:
+        conn.close()
+
+
+async def test_opening_a_v1_store_counts_every_history_for_appending(v1) -> None:
+    with trio.fail_after(30):
+        async with suricate.open_runtime(v1):
+            pass
+    assert _read(v1, "SELECT version FROM suricate_schema") == [(SCHEMA_VERSION,)]
+    for stored in EXPECTED["sessions"].values():
+        for row in stored["inputs"]:
+            ((text, length),) = _read(
+                v1, "SELECT history_json, history_len FROM inputs WHERE input_id = ?", row["input_id"]
+            )
+            assert json.loads(text) == row["history"]
+            assert length == len(row["history"])
+    indexes = {name for (name,) in _read(v1, "SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert {"idx_inputs_idempotency", "idx_inputs_session_id_seq"} <= indexes
+    assert {"idx_outbox_pending", "idx_outbox_dead"} <= indexes
+    assert not {"idx_outbox_target_state_id", "idx_outbox_state_id"} & indexes
+    # Reopening finds nothing to migrate and changes nothing.
+    before = _read(v1, "SELECT * FROM inputs ORDER BY rowid")
+    async with suricate.open_runtime(v1):
+        pass
+    assert _read(v1, "SELECT * FROM inputs ORDER BY rowid") == before
+
+
+async def test_a_migration_that_fails_leaves_the_v1_store_untouched(v1) -> None:
+    conn = sqlite3.connect(v1)
+    conn.execute("UPDATE inputs SET history_json = 'not json' WHERE input_id = 'c6'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(suricate.StoreError):
+        async with suricate.open_runtime(v1):
+            pass
+    assert _read(v1, "SELECT version FROM suricate_schema") == [(1,)]
+    columns = {c for _, c, *_ in _read(v1, "PRAGMA table_info(inputs)")}
+    assert "history_len" not in columns
+    indexes = {name for (name,) in _read(v1, "SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert {"idx_outbox_target_state_id", "idx_outbox_state_id"} <= indexes
+
+
+async def test_show_reads_the_history_of_a_migrated_v1_store(v1) -> None:
+    async with suricate.open_runtime(v1):
+        pass
+    (row,) = [r for r in EXPECTED["sessions"]["alpha"]["inputs"] if r["state"] == "abandoned"]
+    script = shutil.which("suricate") or str(Path(sys.executable).with_name("suricate"))
+    proc = await trio.run_process(
+        [script, "show", str(v1), "alpha", row["input_id"], "--json"], capture_stdout=True
+    )
+    shown = json.loads(proc.stdout)
+    assert [h["state"] for h in shown["history"]] == [h[0] for h in row["history"]]
+    assert [h["run_id"] for h in shown["history"]] == [h[2] for h in row["history"]]
+    assert shown["outcome"] == {"type": "Abandoned", "reason": "max_attempts", "error": row["error"]}
