@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 import attrs
@@ -279,6 +279,19 @@ class InputRecord:
     submitted_at: float = 0.0
     history: tuple[StateChange, ...] = ()
     version: int = RECORD_VERSION
+    stored_history: int = attrs.field(default=0, eq=False, repr=False)
+    """How many leading entries of ``history`` the store holds; 0 for a
+    record that was never written.
+
+    History is append-only in storage: a store writes only the entries after
+    these, and once the write-set holding the record is durable it counts
+    them all in (:func:`mark_stored`).  A copy of the record carries the
+    count, so a record moved twice before one commit still writes both of
+    its new entries.  A store holding another number of entries (a commit
+    whose record was never adopted) rewrites the history whole; a record
+    with a count whose input the store never held fails the write-set.
+    Bookkeeping of the store: it takes no part in equality.
+    """
 
     @property
     def payload(self) -> Any:
@@ -329,6 +342,19 @@ class InputRecord:
 
 
 _LANE: Final = {Handling.INTERRUPT: 0, Handling.STEER: 1, Handling.QUEUE: 2}
+
+_set_field: Final = object.__setattr__
+
+
+def mark_stored(records: Iterable[InputRecord]) -> None:
+    """Count every history entry of ``records`` as stored.
+
+    A store calls this once the write-set holding them is durable, and never
+    for a write-set that failed: its entries are then written by the next
+    write of the input.
+    """
+    for record in records:
+        _set_field(record, "stored_history", len(record.history))
 
 
 # -- acknowledgements and outcomes ---------------------------------------------------

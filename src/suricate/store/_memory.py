@@ -20,6 +20,7 @@ from .._model import (
     WriteSet,
     check_version,
 )
+from .._model._values import mark_stored
 
 __all__ = ["MemoryStore"]
 
@@ -128,8 +129,11 @@ class MemoryStore:
         receipt = write_set.receipt
         if receipt is not None and (sid, receipt.run_id, receipt.sequence) in self._receipts:
             raise StoreError(f"receipt {receipt.run_id}/{receipt.sequence} of {sid!r} exists")
-        if stored is not None:
-            for record in write_set.inputs:
+        for record in write_set.inputs:
+            # As on disk: a record with stored history rewrites a stored row.
+            if record.stored_history and (stored is None or record.input_id not in stored.inputs):
+                raise StoreError(f"input {record.input_id} of {sid!r} has no row")
+            if stored is not None:
                 key = record.idempotency_key
                 holder = stored.keys.get(key) if key is not None else None
                 if holder is not None and holder != record.input_id:
@@ -168,6 +172,7 @@ class MemoryStore:
         for letter in write_set.dead_letters:
             self._dead.append(attrs.evolve(letter, id=self._next_row))
             self._next_row += 1
+        mark_stored(write_set.inputs)
         self.commits += 1
 
     async def load_input(self, session_id: str, input_id: str) -> InputRecord | None:

@@ -33,12 +33,16 @@ from .._model import (
 )
 
 __all__ = [
+    "INPUT_COLUMNS",
+    "INPUT_ROW_COLUMNS",
     "MIGRATIONS",
     "SCHEMA_VERSION",
     "input_from_row",
     "input_to_row",
     "migrate",
+    "moved_row",
     "receipt_from_row",
+    "rewritten_row",
     "session_from_row",
 ]
 
@@ -132,7 +136,29 @@ def _v1(db: sqlite_utils.Database) -> None:
     db.table("outbox").create_index(["state", "id"])
 
 
-MIGRATIONS: Final[Sequence[Callable[[sqlite_utils.Database], None]]] = (_v1,)
+def _v2(db: sqlite_utils.Database) -> None:
+    """History becomes append-only; the outbox indexes only what is read.
+
+    ``inputs.history_len`` counts the entries of ``history_json``: a write of
+    a stored input appends its new entries to the stored text (when the
+    stored count is the one the record expects) instead of re-encoding them
+    all.  The outbox indexes shrink to the rows their queries read: pending
+    rows by target, dead rows by id.
+    """
+    db.table("inputs").add_column("history_len", int, not_null_default=0)
+    db.execute(
+        "UPDATE inputs SET history_len = json_array_length(history_json) "
+        "WHERE history_json IS NOT NULL"
+    )
+    for index in db.table("outbox").indexes:
+        db.execute(f"DROP INDEX [{index.name}]")
+    # Partial indexes: a row leaves them once delivered (sqlite-utils makes
+    # only full ones).
+    db.execute("CREATE INDEX idx_outbox_pending ON outbox(target, id) WHERE state = 'pending'")
+    db.execute("CREATE INDEX idx_outbox_dead ON outbox(id) WHERE state = 'dead'")
+
+
+MIGRATIONS: Final[Sequence[Callable[[sqlite_utils.Database], None]]] = (_v1, _v2)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 
@@ -190,11 +216,28 @@ SESSION_COLUMNS: Final = (
     "snapshot_json, snapshot_revision, version"
 )
 
+#: What :func:`input_from_row` reads.
 INPUT_COLUMNS: Final = (
     "session_id, input_id, seq, lane_order, kind, payload_json, durability, handling, "
     "idempotency_key, supersession_key, correlation_id, metadata_json, state, attempt, "
     "run_id, boundary, reason, error, result_json, superseded_by, submitted_at, "
     "history_json, version"
+)
+#: What :func:`input_to_row` writes.
+INPUT_ROW_COLUMNS: Final = f"{INPUT_COLUMNS}, history_len"
+
+#: What a write of a stored input sets: the fields a move can change (the
+#: rest of a record is fixed at admission), then its history.
+MOVED_COLUMNS: Final = (
+    "lane_order",
+    "state",
+    "attempt",
+    "run_id",
+    "boundary",
+    "reason",
+    "error",
+    "result_json",
+    "superseded_by",
 )
 
 
@@ -232,11 +275,20 @@ def session_from_row(row: Sequence[Any]) -> tuple[SessionRecord, str | None, int
 _TEXT: Final[dict[Any, str]] = {
     m: m.value for e in (InputState, Durability, Handling, AbandonReason) for m in e
 }
+_STATE: Final = {m.value: m for m in InputState}
+
+
+_entries: Final = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def _history_json(history: Sequence[StateChange]) -> str:
+    text = _TEXT
+    return json.dumps([[text[h.state], h.at, h.run_id] for h in history])
 
 
 def input_to_row(r: InputRecord) -> tuple[Any, ...]:
+    """The whole ``inputs`` row of a record (``INPUT_ROW_COLUMNS``)."""
     text = _TEXT
-    history = json.dumps([[text[h.state], h.at, h.run_id] for h in r.history])
     return (
         r.session_id,
         r.input_id,
@@ -259,18 +311,55 @@ def input_to_row(r: InputRecord) -> tuple[Any, ...]:
         r.result_json,
         r.superseded_by,
         r.submitted_at,
-        history,
+        _history_json(r.history),
         r.version,
+        len(r.history),
     )
 
 
+def moved_row(r: InputRecord) -> tuple[Any, ...]:
+    """A write of a stored record: ``MOVED_COLUMNS``, the history entries the
+    store does not hold yet (JSON array items, no brackets), the new
+    ``history_len``, the key, and the ``history_len`` the record expects."""
+    text = _TEXT
+    reason = r.reason
+    stored = r.stored_history
+    return (
+        r.order,
+        text[r.state],
+        r.attempt,
+        r.run_id,
+        r.boundary,
+        text[reason] if reason is not None else None,
+        r.error,
+        r.result_json,
+        r.superseded_by,
+        _entries([[text[h.state], h.at, h.run_id] for h in r.history[stored:]])[1:-1],
+        len(r.history),
+        r.session_id,
+        r.input_id,
+        stored,
+    )
+
+
+def rewritten_row(r: InputRecord) -> tuple[Any, ...]:
+    """A write of a stored record whose stored history is not the one it
+    expects: ``MOVED_COLUMNS``, the whole history, its length, the key."""
+    row = moved_row(r)
+    return (*row[:9], _history_json(r.history), *row[10:13])
+
+
 def input_from_row(row: Sequence[Any]) -> InputRecord:
-    """An ``inputs`` row as a record.
+    """An ``inputs`` row (``INPUT_COLUMNS``) as a record.
 
     Raises:
         RecoveryCorruption: the record version is unknown.
     """
     check_version("input", row[22])
+    state = _STATE
+    history = tuple(
+        StateChange(state[s], at, run_id) for s, at, run_id in json.loads(row[21] or "[]")
+    )
     return InputRecord(
         session_id=row[0],
         input_id=row[1],
@@ -284,7 +373,7 @@ def input_from_row(row: Sequence[Any]) -> InputRecord:
         supersession_key=row[9],
         correlation_id=row[10],
         metadata_json=row[11],
-        state=InputState(row[12]),
+        state=state[row[12]],
         attempt=row[13],
         run_id=row[14],
         boundary=row[15],
@@ -293,11 +382,9 @@ def input_from_row(row: Sequence[Any]) -> InputRecord:
         result_json=row[18],
         superseded_by=row[19],
         submitted_at=row[20] or 0.0,
-        history=tuple(
-            StateChange(state=InputState(s), at=at, run_id=run_id)
-            for s, at, run_id in json.loads(row[21] or "[]")
-        ),
+        history=history,
         version=row[22],
+        stored_history=len(history),
     )
 
 

@@ -5,7 +5,7 @@ Theory of operation
 Two pykka ``ThreadingActor`` hosts own the two connections to the file: the
 writer (opened in ``on_start``, migrations applied there) and a reader (a
 read-only connection; WAL lets it read while the writer writes).  Nothing in
-trio blocks on SQLite: every call goes through :mod:`suricate.actors._bridge`.
+trio blocks on SQLite: every call goes through :mod:`suricate._kernel._bridge`.
 
 The trio-side :class:`StoreActor` takes every write-set waiting in its
 mailbox as one batch (group commit): one ``BEGIN IMMEDIATE ... COMMIT``.  If
@@ -45,19 +45,24 @@ import trio
 from .._errors import StoreError
 from .._model import DeadLetter, InputRecord, OutboxRow, Receipt, StoredSession, WriteSet
 from .._kernel import Actor, ActorRef, ThreadHost, call_on_host, spawn
+from .._model._values import mark_stored
 from ._files import DEFAULT_MODE, StoreFiles, check_connection, check_mode, claim, open_files
 from ._schema import (
     INPUT_COLUMNS,
+    INPUT_ROW_COLUMNS,
+    MOVED_COLUMNS,
     OUTBOX_COLUMNS,
-    dead_letter_from_row,
-    outbox_from_row,
     SESSION_COLUMNS,
     check_schema,
+    dead_letter_from_row,
     input_from_row,
     input_to_row,
     migrate,
+    moved_row,
+    outbox_from_row,
     outbox_to_row,
     receipt_from_row,
+    rewritten_row,
     session_from_row,
     session_to_row,
 )
@@ -144,14 +149,58 @@ class _Connection(ThreadHost):
 # An upsert on the primary key only: a row that collides with another input's
 # unique seq or idempotency key fails the write-set instead of replacing it.
 _UPSERT_INPUT: Final = (
-    f"INSERT INTO inputs ({INPUT_COLUMNS}) VALUES ({', '.join('?' * 23)}) "
+    f"INSERT INTO inputs ({INPUT_ROW_COLUMNS}) VALUES ({', '.join('?' * 24)}) "
     "ON CONFLICT(session_id, input_id) DO UPDATE SET "
     + ", ".join(
         f"{c} = excluded.{c}"
-        for c in (c.strip() for c in INPUT_COLUMNS.split(","))
+        for c in (c.strip() for c in INPUT_ROW_COLUMNS.split(","))
         if c not in ("session_id", "input_id")
     )
 )
+_SET_MOVED: Final = ", ".join(f"{c} = ?" for c in MOVED_COLUMNS)
+# A stored input: only what a move changes (no indexed column, so no index
+# page is written), its new history entries appended to the stored text.  The
+# last parameter is the history_len the record expects: if the stored history
+# is another (a commit whose record memory never adopted), nothing matches
+# and the whole history is rewritten instead (_REWRITE_INPUT).
+_APPEND_INPUT: Final = (
+    f"UPDATE inputs SET {_SET_MOVED}, history_json = CASE WHEN ?10 = '' THEN history_json "
+    "WHEN history_len = 0 THEN '[' || ?10 || ']' "
+    "ELSE substr(history_json, 1, length(history_json) - 1) || ',' || ?10 || ']' END, "
+    "history_len = ?11 WHERE session_id = ?12 AND input_id = ?13 AND history_len = ?14"
+)
+_REWRITE_INPUT: Final = (
+    f"UPDATE inputs SET {_SET_MOVED}, history_json = ?, history_len = ? "
+    "WHERE session_id = ? AND input_id = ?"
+)
+
+
+def _write_inputs(conn: sqlite3.Connection, inputs: Sequence[InputRecord]) -> None:
+    fresh = []
+    moved = []
+    for r in inputs:
+        if r.stored_history:
+            moved.append(r)
+        else:
+            fresh.append(input_to_row(r))
+    if len(fresh) == 1:
+        conn.execute(_UPSERT_INPUT, fresh[0])
+    elif fresh:
+        conn.executemany(_UPSERT_INPUT, fresh)
+    if len(moved) == 1:
+        if conn.execute(_APPEND_INPUT, moved_row(moved[0])).rowcount != 1:
+            _rewrite(conn, moved)
+    elif moved:
+        if conn.executemany(_APPEND_INPUT, [moved_row(r) for r in moved]).rowcount != len(moved):
+            _rewrite(conn, moved)
+
+
+def _rewrite(conn: sqlite3.Connection, moved: Sequence[InputRecord]) -> None:
+    """Rewrite the inputs whose stored history is not the one their record
+    expects (rare: all of them, which is idempotent for those appended)."""
+    for r in moved:
+        if conn.execute(_REWRITE_INPUT, rewritten_row(r)).rowcount != 1:
+            raise StoreError(f"input {r.input_id} of {r.session_id!r} has no row")
 
 
 def _apply(conn: sqlite3.Connection, ws: WriteSet) -> None:
@@ -166,11 +215,8 @@ def _apply(conn: sqlite3.Connection, ws: WriteSet) -> None:
             "version = excluded.version",
             session_to_row(ws.session),
         )
-    inputs = ws.inputs
-    if len(inputs) == 1:
-        conn.execute(_UPSERT_INPUT, input_to_row(inputs[0]))
-    elif inputs:
-        conn.executemany(_UPSERT_INPUT, [input_to_row(r) for r in inputs])
+    if ws.inputs:
+        _write_inputs(conn, ws.inputs)
     snapshot = ws.snapshot
     if snapshot is not None:
         cursor = conn.execute(
@@ -246,6 +292,7 @@ def _commit_one(conn: sqlite3.Connection, ws: WriteSet) -> outcome.Outcome[None]
         _transaction(conn, (ws,))
     except Exception as exc:
         return outcome.Error(_store_error(exc, "commit failed"))
+    mark_stored(ws.inputs)
     return outcome.Value(None)
 
 
@@ -264,6 +311,8 @@ def _commit_batch(host: _Connection, batch: list[WriteSet]) -> list[outcome.Outc
         _transaction(conn, batch)
     except Exception:
         return [_commit_one(conn, ws) for ws in batch]
+    for ws in batch:
+        mark_stored(ws.inputs)
     return [outcome.Value(None) for _ in batch]  # an outcome is unwrapped once
 
 
