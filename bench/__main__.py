@@ -63,6 +63,21 @@ def _measure_pair(
     return _summary(a), _summary(b)
 
 
+def _measure_many(sides: dict[str, Callable[[], float]], repeat: int) -> dict[str, dict[str, float]]:
+    """Every side warmed up once, then ``repeat`` rounds of one run each;
+    each round starts one side later than the last, so that no side always
+    runs right after the same other side."""
+    names = list(sides)
+    for name in names:
+        sides[name]()
+    values: dict[str, list[float]] = {name: [] for name in names}
+    for round_ in range(repeat):
+        for k in range(len(names)):
+            name = names[(round_ + k) % len(names)]
+            values[name].append(sides[name]())
+    return {name: _summary(v) for name, v in values.items()}
+
+
 def _trio(fn: Callable[..., Awaitable[float]], *args: Any) -> Callable[[], float]:
     return lambda: trio.run(fn, *args)
 
@@ -126,7 +141,10 @@ FIGURES = {
         tmp, a.repeat, a.seconds, _measure_pair, _fresh
     ),
     "turns_vs_pykka": lambda a, tmp: peers.turns_vs_pykka(
-        tmp, a.repeat, a.seconds, _measure_pair, _fresh
+        tmp, a.repeat, a.seconds, _measure_many, _fresh
+    ),
+    "turns_vs_pykka_1": lambda a, tmp: peers.turns_vs_pykka_1(
+        tmp, a.repeat, a.seconds, _measure_many, _fresh
     ),
     "idle_session_kib": lambda a, tmp: scale.idle_session_figure(a.repeat, a.quick, _measure),
     "recovery_s_100k": lambda a, tmp: scale.recovery_figure(tmp, a.repeat, a.quick, _measure, _fresh),
@@ -149,6 +167,17 @@ def _table(results: dict[str, Any]) -> str:
         cells = [f"{s['median']:.6g} ({s['min']:.6g}-{s['max']:.6g})" for s in sides]
         cells += ["(no baseline)"] * (2 - len(cells))
         lines.append(f"| {name} | {fig['ratio']:.3f} | {cells[0]} | {cells[1]} |")
+    for name, fig in results.items():
+        configurations = fig.get("pykka_configurations_turns_per_s")
+        if configurations:
+            lines += ["", f"{name}: every pykka configuration, turns/s (the fastest is the peer)", ""]
+            lines += ["| pykka configuration | median (min-max) | suricate / it |", "|---|---|---|"]
+            ours = fig["suricate_turns_per_s"]["median"]
+            for config, s in configurations.items():
+                mark = " **(peer)**" if config == fig["pykka_peer"] else ""
+                lines.append(
+                    f"| {config}{mark} | {s['median']:.6g} ({s['min']:.6g}-{s['max']:.6g}) | {ours / s['median']:.3f} |"
+                )
     return "\n".join(lines)
 
 
