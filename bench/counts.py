@@ -511,6 +511,13 @@ def count_shape(directory: Path, sessions: int, warm: int, turns: int) -> dict[s
     page_size = max((w.page_size for w in probes.wals.values()), default=0)
     messages = sum(probes.messages.values())
     python_calls = calls.by_name(names)
+    for what, seen in (("actor message", messages), ("SQL statement", sum(probes.sql_by_thread.values())),
+                       ("thread crossing", probes.to_thread)):
+        if not seen:
+            raise RuntimeError(
+                f"bench.counts: no {what} counted in {total} turns: the hot path no longer goes "
+                "through bench.counts.patch_points (or sqlite3.connect): update them"
+            )
     return {
         "sessions": sessions,
         "warm_turns_per_session": warm,

@@ -24,12 +24,13 @@ no-op turn, durably record the result, on SQLite in WAL mode with
   behind a lock; each with explicit ``BEGIN IMMEDIATE`` on an autocommit
   connection or with the ``sqlite3`` module's default implicit deferred
   transactions.  WAL and ``synchronous=FULL`` are fixed: that is the shape.
-  Measured here (``--only turns_vs_pykka turns_vs_pykka_1``; see
-  docs/PERFORMANCE.md for the table): at 64 sessions the shared connection
-  behind a lock is the fastest and a connection per actor with the busy
-  handler several times slower (its writers sleep between retries); at one
-  session, where nothing contends, the configurations are within noise of
-  each other.
+  Measured here (two runs of ``--only turns_vs_pykka turns_vs_pykka_1``,
+  table in docs/PERFORMANCE.md): at 64 sessions the shared connection behind
+  a lock was the fastest (~1.7-1.9k turns/s, either transaction style), a
+  connection per actor behind a lock 0.76-0.88x of it, one with the busy
+  handler 0.17-0.81x (its writers sleep between retries); at one session,
+  where nothing contends, the configurations do the same work and differ by
+  the disk's fsync noise only.
 
 ``turns_vs_pykka`` runs 64 sessions; ``turns_vs_pykka_1`` one session with one
 caller asking sequentially, against the fastest pykka configuration at one
