@@ -1,10 +1,17 @@
-"""Run the benchmarks: ``python -m bench [--quick] [--json] [--only NAME ...]``.
+"""Run the benchmarks: ``python -m bench [--quick] [--json] [--only NAME ...] [--counts]``.
 
 Every figure is a ratio of suricate against a baseline measured in the same
 run on the same machine; each side is the median of ``--repeat`` runs after a
 warm-up, reported with its min and max.  Figures without a baseline
 (``idle_session_kib``, ``recovery_s_100k``) report the value itself as their
 ratio.  ``turns_vs_langgraph`` needs the ``bench`` extra.
+
+``--counts`` prints only the deterministic per-turn counts of
+:mod:`bench.counts` (actor messages, trio task steps, thread crossings,
+Python calls per thread, SQL statements, WAL bytes), in well under two
+minutes; with ``--json`` as one JSON object.  A full run includes them under
+the ``"counts"`` key, measured in a fresh interpreter so that neither the
+probes nor the other figures disturb each other.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable
@@ -22,7 +30,7 @@ from typing import Any
 
 import trio
 
-from . import baselines, peers, scale, suricate_side
+from . import baselines, counts, peers, scale, suricate_side
 
 
 def _fresh(tmp: Path, name: str) -> Path:
@@ -53,6 +61,21 @@ def _measure_pair(
         a.append(ours())
         b.append(baseline())
     return _summary(a), _summary(b)
+
+
+def _measure_many(sides: dict[str, Callable[[], float]], repeat: int) -> dict[str, dict[str, float]]:
+    """Every side warmed up once, then ``repeat`` rounds of one run each;
+    each round starts one side later than the last, so that no side always
+    runs right after the same other side."""
+    names = list(sides)
+    for name in names:
+        sides[name]()
+    values: dict[str, list[float]] = {name: [] for name in names}
+    for round_ in range(repeat):
+        for k in range(len(names)):
+            name = names[(round_ + k) % len(names)]
+            values[name].append(sides[name]())
+    return {name: _summary(v) for name, v in values.items()}
 
 
 def _trio(fn: Callable[..., Awaitable[float]], *args: Any) -> Callable[[], float]:
@@ -118,7 +141,10 @@ FIGURES = {
         tmp, a.repeat, a.seconds, _measure_pair, _fresh
     ),
     "turns_vs_pykka": lambda a, tmp: peers.turns_vs_pykka(
-        tmp, a.repeat, a.seconds, _measure_pair, _fresh
+        tmp, a.repeat, a.seconds, _measure_many, _fresh
+    ),
+    "turns_vs_pykka_1": lambda a, tmp: peers.turns_vs_pykka_1(
+        tmp, a.repeat, a.seconds, _measure_many, _fresh
     ),
     "idle_session_kib": lambda a, tmp: scale.idle_session_figure(a.repeat, a.quick, _measure),
     "recovery_s_100k": lambda a, tmp: scale.recovery_figure(tmp, a.repeat, a.quick, _measure, _fresh),
@@ -141,33 +167,79 @@ def _table(results: dict[str, Any]) -> str:
         cells = [f"{s['median']:.6g} ({s['min']:.6g}-{s['max']:.6g})" for s in sides]
         cells += ["(no baseline)"] * (2 - len(cells))
         lines.append(f"| {name} | {fig['ratio']:.3f} | {cells[0]} | {cells[1]} |")
+    for name, fig in results.items():
+        configurations = fig.get("pykka_configurations_turns_per_s")
+        if configurations:
+            lines += ["", f"{name}: every pykka configuration, turns/s (the fastest is the peer)", ""]
+            lines += ["| pykka configuration | median (min-max) | suricate / it |", "|---|---|---|"]
+            ours = fig["suricate_turns_per_s"]["median"]
+            for config, s in configurations.items():
+                mark = " **(peer)**" if config == fig["pykka_peer"] else ""
+                lines.append(
+                    f"| {config}{mark} | {s['median']:.6g} ({s['min']:.6g}-{s['max']:.6g}) | {ours / s['median']:.3f} |"
+                )
     return "\n".join(lines)
+
+
+def counts_in_child(quick: bool) -> dict[str, Any]:
+    """``python -m bench.counts --json`` in a fresh interpreter."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.counts", "--json", *(["--quick"] if quick else [])],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"bench.counts failed:\n{done.stderr}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a smoke run, well under 2 minutes")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--only", nargs="*", choices=sorted(FIGURES), help="run only these")
+    parser.add_argument(
+        "--only", nargs="*", choices=sorted([*FIGURES, "counts"]), help="run only these"
+    )
+    parser.add_argument(
+        "--counts", action="store_true", help="only the deterministic per-turn counts (bench.counts)"
+    )
     parser.add_argument("--repeat", type=int, default=None, help="runs per side (default 5; quick 3)")
     parser.add_argument("--seconds", type=float, default=None, help="length of a throughput run")
     args = parser.parse_args(argv)
     args.repeat = args.repeat or (3 if args.quick else 5)
     args.seconds = args.seconds or (0.5 if args.quick else 2.0)
-    for name in args.only or FIGURES:
+    if args.counts:
+        figures = counts.counts(args.quick, Path(os.environ["BENCH_TMP"]) if "BENCH_TMP" in os.environ else None)
+        print(json.dumps(figures) if args.json else counts.table(figures))
+        return 0
+    want_counts = args.only is None or "counts" in args.only
+    names = [n for n in (FIGURES if args.only is None else args.only) if n != "counts"]
+    for name in names:
         problem = REQUIRES[name]() if name in REQUIRES else None
         if problem is not None:
             print(f"python -m bench: cannot run {name}: {problem}", file=sys.stderr)
             return 2
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
-        for name in args.only or FIGURES:
+        for name in names:
             results.update(FIGURES[name](args, Path(tmp)))
+    per_turn = counts_in_child(args.quick) if want_counts else None
     if args.json:
-        print(json.dumps({k: v["ratio"] for k, v in results.items()} | {"details": results}))
+        out: dict[str, Any] = {k: v["ratio"] for k, v in results.items()}
+        if per_turn is not None:
+            out["counts"] = per_turn
+        print(json.dumps(out | {"details": results}))
     else:
         print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
-        print(_table(results))
+        if results:
+            print(_table(results))
+        if per_turn is not None:
+            print()
+            print(counts.table(per_turn))
     return 0
 
 
