@@ -107,8 +107,7 @@ def patch_points() -> PatchPoints:
         RuntimeError: a class or method is no longer where the counts expect it.
     """
     try:
-        from suricate.actors._actor import ActorRef
-        from suricate.actors._bridge import ThreadHost
+        from suricate._kernel import ActorRef, ThreadHost
     except ImportError as exc:
         raise RuntimeError(
             f"bench.counts: cannot import a patch point ({exc}); the actor kernel or the "
