@@ -84,15 +84,27 @@ async def call_in_thread(host: pykka.ActorRef[Any], fn: Callable[..., Any], *arg
     return await _call(host, fn, args, pass_host=False)
 
 
-async def call_on_host(host: pykka.ActorRef[Any], fn: Callable[..., Any], *args: Any) -> Any:
+async def call_on_host(
+    host: pykka.ActorRef[Any], fn: Callable[..., Any], *args: Any, handover: bool = False
+) -> Any:
     """Like :func:`call_in_thread`, but calls ``fn(host_actor, *args)``, so
     that ``fn`` can use state the host keeps on its own thread (a SQLite
-    connection opened in ``on_start``)."""
-    return await _call(host, fn, args, pass_host=True)
+    connection opened in ``on_start``).
+
+    With ``handover``, a cancelled caller still waits for the result (the
+    cancellation takes effect at its next checkpoint): for calls whose effect
+    cannot be withdrawn once handed over, such as a commit.
+    """
+    return await _call(host, fn, args, pass_host=True, handover=handover)
 
 
 async def _call(
-    host: pykka.ActorRef[Any], fn: Callable[..., Any], args: tuple[Any, ...], *, pass_host: bool
+    host: pykka.ActorRef[Any],
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    *,
+    pass_host: bool,
+    handover: bool = False,
 ) -> Any:
     task = trio.lowlevel.current_task()
     abandoned = False
@@ -103,6 +115,8 @@ async def _call(
 
     def abort(_: Any) -> trio.lowlevel.Abort:
         nonlocal abandoned
+        if handover:  # the thread answers; the cancellation waits for it
+            return trio.lowlevel.Abort.FAILED
         abandoned = True
         return trio.lowlevel.Abort.SUCCEEDED
 

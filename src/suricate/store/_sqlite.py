@@ -446,10 +446,9 @@ class StoreActor(Actor):
         try:
             # Once handed to the writer, a batch commits whatever happens to
             # this task: its outcome is always delivered to its callers.
-            with trio.CancelScope(shield=True):
-                results: list[outcome.Outcome[None]] = await call_on_host(
-                    self.writer, _commit_batch, messages
-                )
+            results: list[outcome.Outcome[None]] = await call_on_host(
+                self.writer, _commit_batch, messages, handover=True
+            )
         except Exception as exc:  # the writer thread is gone
             error = _store_error(exc, "the store's writer failed")
             results = [outcome.Error(error) for _ in messages]

@@ -347,14 +347,13 @@ class ExecutorLoop:
             )
 
     async def _report(self, report: TurnReport) -> bool:
-        """Hand the turn's one outcome to the session: shielded, since the
-        session must hear how every turn it handed out ended."""
-        with trio.CancelScope(shield=True):
-            try:
-                committed = bool(await self.session.ask(report))
-            except NotReady:  # the run is over already (stopped, destroyed)
-                committed = False
-        return committed
+        """Hand the turn's one outcome to the session, as a handover: the
+        session must hear how every turn it handed out ended, and the loop
+        how its report was taken, whatever cancels the loop meanwhile."""
+        try:
+            return bool(await self.session.ask(report, handover=True))
+        except NotReady:  # the run is over already (stopped, destroyed)
+            return False
 
     async def _turn(self, start: TurnStart) -> None:
         run_id = start.run.run_id
@@ -373,12 +372,16 @@ class ExecutorLoop:
         result: Any = None
         failure: BaseException | None = None
         timeout = self.options.turn_timeout
+        timer: trio.CancelScope | None = None
         token = RUNNING_SESSION.set(self.session_id)
         try:
             with scope:
                 try:
-                    with trio.move_on_after(math.inf if timeout is None else timeout) as timer:
+                    if timeout is None:
                         result = await self.run_turn(turn)
+                    else:
+                        with trio.move_on_after(timeout) as timer:
+                            result = await self.run_turn(turn)
                 except BaseException as exc:
                     if _cancellation(exc):
                         raise
@@ -392,7 +395,7 @@ class ExecutorLoop:
             if failure is not None:
                 raise _Exit
             return
-        if timer.cancelled_caught:
+        if timer is not None and timer.cancelled_caught:
             # A thread-hosted executor gets a fresh thread; the stuck one is abandoned.
             replace = getattr(getattr(self.run_turn, "__self__", None), "replace", None)
             if callable(replace):
