@@ -42,10 +42,10 @@ def _instrument(marks: dict[str, float]) -> None:
             message.token = _Token()
         return receive(self, message)
 
-    async def timed_call(host: Any, fn: Any, args: Any, *, pass_host: bool) -> Any:
+    async def timed_call(host: Any, fn: Any, args: Any, **options: Any) -> Any:
         marks["hop_start"] = time.perf_counter()
         try:
-            return await call(host, fn, args, pass_host=pass_host)
+            return await call(host, fn, args, **options)
         finally:
             marks["hop_end"] = time.perf_counter()
 
