@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
 import trio
@@ -11,13 +11,6 @@ import trio.testing
 import suricate
 from suricate import Completed, InputState, SessionState, TurnResult
 from suricate.testing import FaultyStore, ScriptedExecutor, durable_view, memory_view
-
-
-@pytest.fixture
-async def faulty(store_factory, ids) -> AsyncIterator[tuple[suricate.Runtime, FaultyStore]]:
-    store = FaultyStore(store_factory())
-    async with suricate.open_runtime(store, id_factory=ids) as rt:
-        yield rt, store
 
 
 async def _prepare(rt: suricate.Runtime, state: str) -> suricate.Session:
