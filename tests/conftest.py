@@ -9,6 +9,7 @@ import pytest
 import suricate
 from suricate import MemoryStore, Store
 from suricate.store import SqliteStore
+from suricate.testing import FaultyStore
 
 StoreFactory = Callable[[], Store]
 
@@ -51,3 +52,13 @@ def store(store_factory: StoreFactory) -> Store:
 async def rt(store: Store, ids: Callable[[], str]) -> AsyncIterator[suricate.Runtime]:
     async with suricate.open_runtime(store, id_factory=ids, seed=1) as runtime:
         yield runtime
+
+
+@pytest.fixture
+async def faulty(
+    store_factory: StoreFactory, ids: Callable[[], str]
+) -> AsyncIterator[tuple[suricate.Runtime, FaultyStore]]:
+    """A runtime over a :class:`FaultyStore` (to fail or hold its commits)."""
+    store = FaultyStore(store_factory())
+    async with suricate.open_runtime(store, id_factory=ids) as runtime:
+        yield runtime, store

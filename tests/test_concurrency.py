@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import collections
 
+import pytest
 import trio
+import trio.testing
 
 import suricate
-from suricate import AbandonReason, Abandoned, Completed
+from suricate import AbandonReason, Abandoned, Completed, SessionState
 from suricate.testing import ScriptedExecutor, durable_view, memory_view
 
 
@@ -50,40 +52,82 @@ async def test_many_sessions_and_submitters_complete_every_input_exactly_once(rt
         assert await memory_view(s) == await durable_view(store, s.id)
 
 
-async def test_destroy_racing_with_submits_loses_and_hangs_nothing(rt, store) -> None:
-    s = await rt.open_session("victim")
-    ex = ScriptedExecutor()
-    await s.attach(ex)
+def _destroys(ws: suricate.store.WriteSet) -> bool:
+    return ws.session is not None and ws.session.state is SessionState.DESTROYED
+
+
+async def _submit_all(s: suricate.Session, n: int, tag: str) -> tuple[list[str], int]:
+    """``n`` concurrent submits; returns the accepted ids and the refusals."""
     accepted: list[str] = []
     refused = 0
 
-    async def submitter(who: int) -> None:
+    async def one(i: int) -> None:
         nonlocal refused
-        for i in range(20):
-            try:
-                ack = await s.submit({"who": who, "i": i})
-            except suricate.SessionDestroyed:
-                refused += 1
-            else:
-                accepted.append(ack.input_id)
-            await trio.lowlevel.checkpoint()  # interleave with the other tasks
+        try:
+            ack = await s.submit({"tag": tag, "i": i})
+        except suricate.SessionDestroyed:
+            refused += 1
+        else:
+            accepted.append(ack.input_id)
 
+    async with trio.open_nursery() as nursery:
+        for i in range(n):
+            nursery.start_soon(one, i)
+    return accepted, refused
+
+
+@pytest.mark.parametrize("order", ["submits_behind_the_destroy", "destroy_behind_a_turn_commit"])
+async def test_destroy_racing_with_submits_loses_and_hangs_nothing(faulty, order) -> None:
+    rt, store = faulty
+    s = await rt.open_session("victim")
+    ex = ScriptedExecutor(block=True)
+    await s.attach(ex)
     with trio.fail_after(30):
+        before, _ = await _submit_all(s, 5, "before")  # one runs, four queue
+        await ex.wait_turns(1)
+        (running,) = ex.turns[0].input_ids
         async with trio.open_nursery() as nursery:
-            for who in range(10):
-                nursery.start_soon(submitter, who)
-            for _ in range(30):
-                await trio.lowlevel.checkpoint()  # interleave with the other tasks
-            report = await s.destroy()
-        outcomes = [await s.wait(i) for i in accepted]
-    assert len(accepted) + refused == 200
-    assert refused > 0 and accepted
-    assert report.inputs_abandoned == sum(
-        1 for o in outcomes if isinstance(o, Abandoned)
-    )
-    for o in outcomes:
-        assert isinstance(o, Completed) or o == Abandoned(
-            input_id=o.input_id, reason=AbandonReason.DESTROYED
-        )
+            if order == "submits_behind_the_destroy":
+                # Submits reach the session while its destroy commits.
+                hold = store.hold_commit_if(_destroys)
+                reports = await _in_mailbox(nursery, s.destroy)
+                await hold.wait_reached()
+                late = await _in_mailbox(nursery, _submit_all, s, 10, "late")
+            else:
+                # The destroy reaches the session while the turn commits.
+                hold = store.hold_commit_if(lambda ws: ws.receipt is not None)
+                ex.release()
+                await hold.wait_reached()
+                reports = await _in_mailbox(nursery, s.destroy)
+                late = []
+            hold.release()
+        outcomes = {i: await s.wait(i) for i in before}
+    (report,) = reports
+    if late:
+        ((accepted, refused),) = late
+        assert (accepted, refused) == ([], 10)  # refused, none lost
+    abandoned = {i for i, o in outcomes.items() if isinstance(o, Abandoned)}
+    if order == "submits_behind_the_destroy":
+        assert abandoned == set(before)  # the running turn too: cancelled
+        assert ex.finished == ex.cancelled == 1
+    else:
+        assert outcomes[running] == Completed(input_id=running, result=ex.turns[0].payloads[0])
+        assert abandoned == set(before) - {running}
+    assert report.inputs_abandoned == len(abandoned)
+    for i in abandoned:
+        assert outcomes[i] == Abandoned(input_id=i, reason=AbandonReason.DESTROYED)
     assert await s.state() is suricate.SessionState.DESTROYED
     assert await memory_view(s) == await durable_view(store, "victim")
+
+
+async def _in_mailbox(nursery: trio.Nursery, call, *args) -> list:
+    """Start ``call`` and return once it waits (its messages are in the
+    session's mailbox); the returned list gets its result."""
+    out: list = []
+
+    async def run() -> None:
+        out.append(await call(*args))
+
+    nursery.start_soon(run)
+    await trio.testing.wait_all_tasks_blocked()
+    return out

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
 import trio
@@ -11,13 +11,6 @@ import trio.testing
 import suricate
 from suricate import Completed, InputState, SessionState, TurnResult
 from suricate.testing import FaultyStore, ScriptedExecutor, durable_view, memory_view
-
-
-@pytest.fixture
-async def faulty(store_factory, ids) -> AsyncIterator[tuple[suricate.Runtime, FaultyStore]]:
-    store = FaultyStore(store_factory())
-    async with suricate.open_runtime(store, id_factory=ids) as rt:
-        yield rt, store
 
 
 async def _prepare(rt: suricate.Runtime, state: str) -> suricate.Session:
@@ -31,24 +24,27 @@ async def _prepare(rt: suricate.Runtime, state: str) -> suricate.Session:
     return s
 
 
-OPERATIONS: list[tuple[str, str, Callable[[suricate.Session], Awaitable[object]]]] = [
-    ("idle", "submit", lambda s: s.submit({"q": 3}, kind="k", supersession_key="same")),
-    ("idle", "retire", lambda s: s.retire()),
-    ("idle", "reset", lambda s: s.reset()),
-    ("idle", "recycle", lambda s: s.recycle()),
-    ("idle", "stop", lambda s: s.stop()),
-    ("idle", "destroy", lambda s: s.destroy()),
-    ("idle", "recover", lambda s: s.recover()),
-    ("retired", "reset", lambda s: s.reset()),
-    ("retired", "stop", lambda s: s.stop()),
-    ("stopped", "attach", lambda s: s.attach(ScriptedExecutor())),
-    ("stopped", "retire", lambda s: s.retire()),
-    ("stopped", "destroy", lambda s: s.destroy()),
+OPERATIONS: list[tuple[str, str, Callable[[suricate.Session], Awaitable[object]], SessionState]] = [
+    # (state before, name, operation, state once it succeeded)
+    ("idle", "submit", lambda s: s.submit({"q": 3}, kind="k", supersession_key="same"), SessionState.IDLE),
+    ("idle", "retire", lambda s: s.retire(), SessionState.RETIRED),
+    ("idle", "reset", lambda s: s.reset(), SessionState.IDLE),
+    ("idle", "recycle", lambda s: s.recycle(), SessionState.IDLE),
+    ("idle", "stop", lambda s: s.stop(), SessionState.STOPPED),
+    ("idle", "destroy", lambda s: s.destroy(), SessionState.DESTROYED),
+    ("idle", "recover", lambda s: s.recover(), SessionState.IDLE),
+    ("retired", "reset", lambda s: s.reset(), SessionState.IDLE),
+    ("retired", "stop", lambda s: s.stop(), SessionState.STOPPED),
+    ("stopped", "attach", lambda s: s.attach(ScriptedExecutor()), SessionState.ATTACHED),
+    ("stopped", "retire", lambda s: s.retire(), SessionState.RETIRED),
+    ("stopped", "destroy", lambda s: s.destroy(), SessionState.DESTROYED),
 ]
 
 
-@pytest.mark.parametrize(("state", "name", "operation"), OPERATIONS)
-async def test_a_failed_commit_rolls_every_operation_back(faulty, state, name, operation) -> None:
+@pytest.mark.parametrize(("state", "name", "operation", "after"), OPERATIONS)
+async def test_a_failed_commit_rolls_every_operation_back_and_a_retry_succeeds(
+    faulty, state, name, operation, after
+) -> None:
     rt, store = faulty
     s = await _prepare(rt, state)
     before = await memory_view(s)
@@ -61,7 +57,11 @@ async def test_a_failed_commit_rolls_every_operation_back(faulty, state, name, o
     assert await memory_view(s) == before
     assert await durable_view(store, "s") == before
     assert await s.state() is state_before
-    # The session still works once the store does.
+    # Once the store works again, the same operation succeeds.
+    store.disarm()
+    await operation(s)
+    assert len(store.failed) == 1
+    assert await s.state() is after
     assert await memory_view(s) == await durable_view(store, "s")
 
 
@@ -70,8 +70,12 @@ async def test_a_custom_error_is_raised_as_given(faulty) -> None:
     s = await rt.open_session("s")
     store.fail_next_commit(suricate.StoreError("disk full"))
     with pytest.raises(suricate.StoreError, match="disk full"):
-        await s.submit({"x": 1})
-    assert await s.submit({"x": 1}, idempotency_key="fresh")
+        await s.submit({"x": 1}, idempotency_key="k")
+    assert await memory_view(s) == await durable_view(store, "s")
+    store.disarm()
+    ack = await s.submit({"x": 1}, idempotency_key="k")
+    assert isinstance(ack, suricate.Accepted)  # the failed submit left no trace
+    assert await memory_view(s) == await durable_view(store, "s")
 
 
 async def test_a_failed_turn_commit_requeues_and_the_retry_commits_once(faulty) -> None:
@@ -104,8 +108,12 @@ async def test_a_failed_turn_commit_requeues_and_the_retry_commits_once(faulty) 
 async def test_turn_commits_that_always_fail_abandon_the_input_with_the_store_error(faulty) -> None:
     rt, store = faulty
     s = await rt.open_session("s")
-    store.fail_commit_if(lambda ws: ws.receipt is not None, suricate.StoreError("read-only"))
-    await s.attach(ScriptedExecutor())
+    disarm = store.fail_commit_if(
+        lambda ws: ws.receipt is not None, suricate.StoreError("read-only")
+    )
+    await s.attach(
+        ScriptedExecutor(result=lambda t: TurnResult(snapshot={"x": t.inputs[0].payload}, result="ok"))
+    )
     with trio.fail_after(5):
         outcome = await s.ask({"x": 1})
     assert isinstance(outcome, suricate.Abandoned)
@@ -113,6 +121,13 @@ async def test_turn_commits_that_always_fail_abandon_the_input_with_the_store_er
     assert "read-only" in (outcome.error or "")
     assert await memory_view(s) == await durable_view(store, "s")
     assert await s.snapshot() is None
+    # Once the store takes turn commits again, the same input commits.
+    disarm()
+    with trio.fail_after(5):
+        again = await s.ask({"x": 1})
+    assert again == Completed(input_id=again.input_id, result="ok")
+    assert await s.snapshot() == {"x": {"x": 1}}
+    assert await memory_view(s) == await durable_view(store, "s")
 
 
 async def test_a_failed_staging_commit_crashes_the_loop_which_restarts_and_completes(faulty) -> None:
@@ -223,9 +238,15 @@ async def test_a_failed_admit_and_stage_commit_admits_nothing_and_the_loop_stays
     before = await memory_view(s)
     store.fail_next_commit()
     with pytest.raises(suricate.StoreError):
-        await s.submit({"x": 1})
+        await s.submit({"x": 1}, idempotency_key="k")
     assert await memory_view(s) == before == await durable_view(store, "s")
     assert await s.state() is SessionState.ATTACHED
+    store.disarm()
     with trio.fail_after(5):
-        assert isinstance(await s.ask({"x": 2}), Completed)
+        done = await s.ask({"x": 1}, idempotency_key="k")
+    assert done == Completed(input_id=done.input_id, result={"x": 1})
+    record = await s.input(done.input_id)
+    assert [h.state for h in record.history] == [
+        InputState.QUEUED, InputState.STAGED, InputState.CONSUMED,
+    ]
     assert await memory_view(s) == await durable_view(store, "s")

@@ -20,7 +20,7 @@ from suricate import (
     TurnResult,
 )
 from suricate import MemoryStore
-from suricate.testing import ScriptedExecutor
+from suricate.testing import FaultyStore, ScriptedExecutor, durable_view, memory_view
 
 
 async def test_submit_is_durable_and_the_executor_sees_the_decoded_payload(rt, store) -> None:
@@ -649,49 +649,159 @@ async def test_an_input_for_a_parked_loop_is_admitted_and_staged_in_one_commit(r
     assert record.attempt == 1
 
 
-async def test_detach_cancel_right_after_a_submit_never_runs_the_staged_turn(rt) -> None:
-    for n in range(20):  # the loop may or may not have begun the turn: both must hold
-        s = await rt.open_session(f"s{n}")
-        ex = ScriptedExecutor(block=True)
-        await s.attach(ex)
-        await trio.testing.wait_all_tasks_blocked()
-        ack = await s.submit({"n": n})
-        with trio.fail_after(5):
+def _stages(ws: suricate.store.WriteSet) -> bool:
+    """The write-set that stages a turn."""
+    return any(r.state is InputState.STAGED for r in ws.inputs)
+
+
+async def _in_mailbox(nursery: trio.Nursery, call, *args, **kwargs) -> list:
+    """Start ``call`` and return once it waits on the session (its message
+    is in the mailbox); the returned list gets its result."""
+    out: list = []
+
+    async def run() -> None:
+        out.append(await call(*args, **kwargs))
+
+    nursery.start_soon(run)
+    await trio.testing.wait_all_tasks_blocked()
+    return out
+
+
+@pytest.mark.parametrize("order", ["while_its_staging_commits", "once_the_turn_began"])
+async def test_detach_cancel_right_after_a_submit_never_runs_the_staged_turn(
+    faulty, order
+) -> None:
+    rt, store = faulty
+    s = await rt.open_session("s")
+    ex = ScriptedExecutor(block=True)
+    await s.attach(ex)
+    await trio.testing.wait_all_tasks_blocked()  # the loop is parked for work
+    with trio.fail_after(5):
+        if order == "while_its_staging_commits":
+            # The detach is in the mailbox before the submit's commit (which
+            # stages the turn) returns: the turn has not begun.
+            hold = store.hold_commit_if(_stages)
+            async with trio.open_nursery() as nursery:
+                acks = await _in_mailbox(nursery, s.submit, {"n": 1})
+                await hold.wait_reached()
+                await _in_mailbox(nursery, s.detach, cancel=True)
+                hold.release()
+            (ack,) = acks
+        else:
+            ack = await s.submit({"n": 1})
+            await ex.wait_turns(1)
             await s.detach(cancel=True)
-        record = await s.input(ack.input_id)
-        assert (record.state, record.attempt) == (InputState.QUEUED, 0)
-        assert ex.finished == len(ex.turns)
+            assert ex.cancelled == 1
+    record = await s.input(ack.input_id)
+    assert (record.state, record.attempt) == (InputState.QUEUED, 0)
+    # Whether the executor was entered before the cancel is the runtime's
+    # to decide; a turn that was entered never finished.
+    assert ex.finished == ex.cancelled == len(ex.turns)
+    assert await s.state() is SessionState.IDLE
+    assert await memory_view(s) == await durable_view(store, "s")
 
 
-async def test_a_submit_behind_another_wake_of_a_parked_loop_is_staged_once(rt) -> None:
-    from suricate.actors._messages import Recycle
+async def _refusal(call) -> SessionState | None:
+    """The state ``call`` was refused in (``NotReady``), or ``None``."""
+    try:
+        await call()
+    except suricate.NotReady as exc:
+        return exc.state
+    return None
 
-    for n in range(30):  # the woken loop's TakeTurn and the submit race: both orders
-        s = await rt.open_session(f"s{n}")
+
+class _HeldLoads(FaultyStore):
+    """Holds the next ``load_session`` once ``hold_load`` is armed."""
+
+    def __init__(self, inner: suricate.Store) -> None:
+        super().__init__(inner)
+        self.load_reached = trio.Event()
+        self.load_released = trio.Event()
+        self.hold_load = False
+
+    async def load_session(self, session_id: str):  # type: ignore[no-untyped-def]
+        if self.hold_load:
+            self.hold_load = False
+            self.load_reached.set()
+            await self.load_released.wait()
+        return await super().load_session(session_id)
+
+
+@pytest.mark.parametrize(
+    "order", ["wake_settled_first", "submit_while_the_wake_is_handled", "wake_while_the_submit_commits"]
+)
+async def test_a_submit_behind_another_wake_of_a_parked_loop_is_staged_once(
+    store_factory, ids, order
+) -> None:
+    # ``recycle`` wakes a parked loop (it may have new work); the submit and
+    # that wake reach the session in each order.
+    store = _HeldLoads(store_factory())
+    async with suricate.open_runtime(store, id_factory=ids) as rt:
+        s = await rt.open_session("s")
         await s.attach(ScriptedExecutor())
         await trio.testing.wait_all_tasks_blocked()
-        s._ref.tell_nowait(Recycle())  # wakes the parked loop (in the mailbox first)
         with trio.fail_after(5):
-            done = await s.ask({"n": n})
+            if order == "wake_settled_first":
+                await s.recycle()
+                await trio.testing.wait_all_tasks_blocked()
+                done = await s.ask({"n": 1})
+            elif order == "submit_while_the_wake_is_handled":
+                store.hold_load = True  # the recycle reloads from the store
+                async with trio.open_nursery() as nursery:
+                    await _in_mailbox(nursery, s.recycle)
+                    await store.load_reached.wait()
+                    asked = await _in_mailbox(nursery, s.ask, {"n": 1})
+                    store.load_released.set()
+                (done,) = asked
+            else:
+                # The submit's commit stages the turn: the recycle behind it
+                # finds the session running and is refused.
+                hold = store.hold_commit_if(lambda ws: bool(ws.inputs))
+                async with trio.open_nursery() as nursery:
+                    asked = await _in_mailbox(nursery, s.ask, {"n": 1})
+                    await hold.wait_reached()
+                    refused = await _in_mailbox(nursery, _refusal, s.recycle)
+                    hold.release()
+                (done,) = asked
+                assert refused == [SessionState.RUNNING]
         assert isinstance(done, Completed)
         record = await s.input(done.input_id)
         assert [h.state for h in record.history] == [
             InputState.QUEUED, InputState.STAGED, InputState.CONSUMED,
         ]
+        assert record.attempt == 1
+        assert await memory_view(s) == await durable_view(store, "s")
 
 
-async def test_a_cancel_right_after_a_turn_was_handed_to_the_loop_is_not_lost(rt) -> None:
-    for n in range(30):  # the loop may or may not have begun the turn: both must hold
-        s = await rt.open_session(f"s{n}")
-        ack = await s.submit({"n": n})
-        ex = ScriptedExecutor(block=True)
-        async with rt.events(session_id=s.id, kinds={"run.started"}) as events:
-            await s.attach(ex)
-            with trio.fail_after(5):
+@pytest.mark.parametrize("order", ["while_its_staging_commits", "once_the_turn_began"])
+async def test_a_cancel_right_after_a_turn_was_handed_to_the_loop_is_not_lost(
+    faulty, order
+) -> None:
+    rt, store = faulty
+    s = await rt.open_session("s")
+    ack = await s.submit({"n": 1})  # queued first: attaching stages it
+    ex = ScriptedExecutor(block=True)
+    with trio.fail_after(5):
+        if order == "while_its_staging_commits":
+            hold = store.hold_commit_if(_stages)
+            async with trio.open_nursery() as nursery:
+                await _in_mailbox(nursery, s.attach, ex)
+                await hold.wait_reached()
+                await _in_mailbox(nursery, s.detach, cancel=True)
+                hold.release()
+        else:
+            async with rt.events(session_id=s.id, kinds={"run.started"}) as events:
+                await s.attach(ex)
                 await events.__anext__()
-                await s.detach(cancel=True)
-        record = await s.input(ack.input_id)
-        assert (record.state, record.attempt) == (InputState.QUEUED, 0)
+            await ex.wait_turns(1)
+            await s.detach(cancel=True)
+            assert ex.cancelled == 1
+    record = await s.input(ack.input_id)
+    assert (record.state, record.attempt) == (InputState.QUEUED, 0)
+    # Whether the executor was entered before the cancel is the runtime's
+    # to decide; a turn that was entered never finished.
+    assert ex.finished == ex.cancelled == len(ex.turns)
+    assert await memory_view(s) == await durable_view(store, "s")
 
 
 class _SlowStaging(MemoryStore):

@@ -277,6 +277,15 @@ async def test_a_real_disk_full_fault_mid_run_rolls_back_to_what_a_fresh_process
         await call_on_host(store._writer, fill)
         with pytest.raises(suricate.StoreError, match="full"):
             await s.submit({"big": "x" * 200_000})
+        assert await memory_view(s) == await durable_view(store, "s")
+
+        def make_room(host: object) -> None:
+            host.connection().execute("PRAGMA max_page_count = 1073741823")  # type: ignore[attr-defined]
+
+        await call_on_host(store._writer, make_room)
+        # With room again, the same submit succeeds.
+        ack = await s.submit({"big": "x" * 200_000})
+        assert (await s.input(ack.input_id)).state is suricate.InputState.QUEUED
         in_memory = await memory_view(s)
         assert in_memory == await durable_view(store, "s")
     async with suricate.open_runtime(db) as rt:
@@ -289,12 +298,15 @@ async def test_faulty_store_around_sqlite_rolls_back_each_operation(db) -> None:
     async with suricate.open_runtime(store) as rt:
         s = await rt.open_session("s")
         await s.submit({"x": 1})
-        before = await memory_view(s)
-        for op in (lambda: s.submit({"y": 1}), s.retire, s.reset, s.stop, s.destroy, s.recycle):
+        for op in (lambda: s.submit({"y": 1}), s.retire, s.reset, s.recycle, s.stop, s.destroy):
+            before = await memory_view(s)
             store.fail_next_commit()
             with pytest.raises(suricate.StoreError):
                 await op()
             assert await memory_view(s) == before == await durable_view(store, "s")
+            await op()  # the fault is spent: the same operation now succeeds
+            assert await memory_view(s) == await durable_view(store, "s")
+        assert await s.state() is suricate.SessionState.DESTROYED
 
 
 # -- recovery, row by row --------------------------------------------------------------

@@ -11,7 +11,6 @@ pending ``wait`` calls raise :class:`RuntimeClosed`.
 from __future__ import annotations
 
 import itertools
-import math
 import os
 import random
 import time
@@ -629,6 +628,9 @@ async def open_runtime(
             system.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         internal = _without(group, body_error)
+        if internal is None and body_error is None:
+            # Cancelled before the body began: the enclosing scope takes it.
+            raise _leaves(group)[0] from None
         if internal is None and body_error is not None:
             raise body_error from None
         if isinstance(internal, KeyboardInterrupt):

@@ -1,6 +1,8 @@
 """The test kit: drive suricate from your own tests.
 
-- :class:`FaultyStore` wraps any store and fails chosen commits.
+- :class:`FaultyStore` wraps any store and fails chosen commits, or holds
+  one in flight (:meth:`FaultyStore.hold_commit_if`) so that a test can put
+  the other side of a race in place before it lands.
 - :class:`ScriptedExecutor` records the turns it saw, can fail a number of
   times, and can block each turn until the test releases it.
 - :func:`memory_view` and :func:`durable_view` render a session's in-memory
@@ -19,6 +21,7 @@ from ._errors import StoreError
 from ._model import (
     DeadLetter,
     InputRecord,
+    InputState,
     OutboxRow,
     Receipt,
     StoredSession,
@@ -30,6 +33,7 @@ from .runtime import Session
 from .store._protocol import Store
 
 __all__ = [
+    "CommitHold",
     "FaultyStore",
     "ScriptedExecutor",
     "SeenTurn",
@@ -39,15 +43,49 @@ __all__ = [
 ]
 
 
+class CommitHold:
+    """A commit held in flight by :meth:`FaultyStore.hold_commit_if`.
+
+    The first write-set matching the predicate waits inside ``commit`` (it
+    has not reached the inner store) until :meth:`release`; cancelling the
+    committing task meanwhile abandons it, writing nothing.
+    """
+
+    def __init__(self, predicate: Callable[[WriteSet], bool]) -> None:
+        self.predicate = predicate
+        self.write_set: WriteSet | None = None
+        """The held write-set, once one matched."""
+        self._reached = trio.Event()
+        self._released = trio.Event()
+
+    @property
+    def reached(self) -> bool:
+        """Whether a write-set matched (it may since have been released)."""
+        return self._reached.is_set()
+
+    async def wait_reached(self) -> WriteSet:
+        """Wait until a matching write-set is held, and return it."""
+        await self._reached.wait()
+        assert self.write_set is not None
+        return self.write_set
+
+    def release(self) -> None:
+        """Let the held write-set go on to the inner store (or its armed
+        fault); a hold released before it matched lets its write-set pass."""
+        self._released.set()
+
+
 class FaultyStore:
-    """A store that fails the commits you arm, and passes everything else to
-    ``inner``.  A failed commit writes nothing."""
+    """A store that fails the commits you arm, holds the ones you ask it to
+    hold, and passes everything else to ``inner``.  A failed commit writes
+    nothing."""
 
     def __init__(self, inner: Store) -> None:
         self.inner = inner
         self._next: list[BaseException | None] = []
         self._predicates: list[tuple[Callable[[WriteSet], bool], BaseException | None]] = []
         self._poisoned: dict[int, tuple[WriteSet, BaseException]] = {}
+        self._holds: list[CommitHold] = []
         self.failed: list[WriteSet] = []
         self.committed: list[WriteSet] = []
 
@@ -69,10 +107,20 @@ class FaultyStore:
 
         return disarm
 
+    def hold_commit_if(self, predicate: Callable[[WriteSet], bool]) -> CommitHold:
+        """Hold the next write-set matching ``predicate`` in flight until the
+        returned :class:`CommitHold` is released.  Holds are one-shot and
+        matched in the order they were made; later write-sets pass."""
+        hold = CommitHold(predicate)
+        self._holds.append(hold)
+        return hold
+
     def disarm(self) -> None:
-        """Remove every armed fault."""
+        """Remove every armed fault, and every hold that has not matched yet
+        (a write-set already held stays held until its hold is released)."""
         self._next.clear()
         self._predicates.clear()
+        self._holds.clear()
 
     def _fault(self, write_set: WriteSet) -> BaseException | None:
         poisoned = self._poisoned.get(id(write_set))
@@ -96,6 +144,13 @@ class FaultyStore:
         await self.inner.aclose()
 
     async def commit(self, write_set: WriteSet) -> None:
+        for hold in self._holds:
+            if hold.predicate(write_set):
+                self._holds.remove(hold)
+                hold.write_set = write_set
+                hold._reached.set()
+                await hold._released.wait()
+                break
         fault = self._fault(write_set)
         if fault is not None:
             await trio.lowlevel.checkpoint()
@@ -221,14 +276,25 @@ class ScriptedExecutor:
 
 @attrs.frozen(kw_only=True)
 class SessionView:
-    """A session's state in a form that memory and store can both produce."""
+    """A session's state in a form that memory and store can both produce.
+
+    Two views are equal only if memory and store agree on the lifecycle, the
+    counters, the snapshot, every durable non-terminal input (state, attempt,
+    admission sequence, lane and position in it), the order in which the
+    queued inputs of each lane will run, and the idempotency keys.
+    """
 
     state: str
     next_seq: int
     snapshot_json: str | None
     snapshot_revision: int
-    inputs: tuple[tuple[str, str, int, int], ...]
-    """(input_id, state, attempt, order) of every durable non-terminal input."""
+    inputs: tuple[tuple[str, str, int, int, int, int], ...]
+    """``(input_id, state, attempt, seq, lane, order)`` of every durable
+    non-terminal input, sorted by input id.  ``lane`` is 0 for INTERRUPT, 1 for
+    STEER, 2 for QUEUE; ``order`` is the input's position key in its lane."""
+    lanes: tuple[tuple[str, ...], ...]
+    """For each lane (INTERRUPT, STEER, QUEUE), the ids of its durable
+    ``QUEUED`` inputs in the order they will run."""
     keys: tuple[tuple[str, str], ...]
 
 
@@ -238,6 +304,7 @@ def _view(
     snapshot_json: str | None,
     revision: int,
     inputs: Sequence[InputRecord],
+    lanes: Sequence[Sequence[InputRecord]],
     keys: dict[str, str],
 ) -> SessionView:
     return SessionView(
@@ -246,10 +313,25 @@ def _view(
         snapshot_json=snapshot_json,
         snapshot_revision=revision,
         inputs=tuple(
-            sorted((r.input_id, r.state.value, r.attempt, r.order) for r in inputs if r.durable)
+            sorted(
+                (r.input_id, r.state.value, r.attempt, r.seq, r.lane, r.order)
+                for r in inputs
+                if r.durable
+            )
         ),
+        lanes=tuple(tuple(r.input_id for r in lane if r.durable) for lane in lanes),
         keys=tuple(sorted(keys.items())),
     )
+
+
+def _stored_lanes(inputs: Sequence[InputRecord]) -> list[list[InputRecord]]:
+    """The queued inputs of each lane in the order a session loaded from
+    ``inputs`` runs them: by lane order, then admission sequence."""
+    lanes: list[list[InputRecord]] = [[], [], []]
+    for record in sorted(inputs, key=lambda r: (r.order, r.seq)):
+        if record.state is InputState.QUEUED:
+            lanes[record.lane].append(record)
+    return lanes
 
 
 async def memory_view(session: Session) -> SessionView:
@@ -266,6 +348,7 @@ async def memory_view(session: Session) -> SessionView:
         core.snapshot_json,
         core.revision,
         list(core.active.values()),
+        [list(core.queued(lane)) for lane in range(3)],
         {k: v for k, v in core.keys.items() if k not in ephemeral},
     )
 
@@ -281,6 +364,7 @@ async def durable_view(store: Store, session_id: str) -> SessionView:
         stored.snapshot_json,
         stored.snapshot_revision,
         stored.inputs,
+        _stored_lanes(stored.inputs),
         dict(stored.idempotency),
     )
 

@@ -294,7 +294,16 @@ class ActorRef(Generic[T]):
             self._running = False
             if self._stopped:
                 self._finish()
-            if self._idle is not None:
+            elif mail:
+                # A handler was cancelled (its asker got ActorStopped): the
+                # messages behind it are still served, by a new task.
+                try:
+                    self._serve_soon()
+                except RuntimeError:  # the nursery is closed: nobody will serve them
+                    self._running = False
+                    self._stopped = True
+                    self._finish()
+            if self._idle is not None and not self._running:
                 self._idle.set()
                 self._idle = None
 

@@ -2,7 +2,8 @@
 
 :class:`~suricate.Store` (the protocol), :class:`~suricate.MemoryStore` and
 :class:`~suricate.Receipt` have their public home in ``suricate``; this
-package adds the SQLite store and the records a store implementation needs.
+package adds the SQLite store and the records a store implementation needs
+(the three stay importable from here too).
 """
 
 from .._exports import fix_module_metadata

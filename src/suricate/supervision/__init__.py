@@ -1,8 +1,13 @@
-"""Supervision: restart policies and the supervised executor loop."""
+"""Supervision: restart policies and the supervised executor loop.
+
+``Backoff``, ``Restart``, ``RestartPolicy``, ``Strategy`` and
+``ThreadExecutor`` have their public home in ``suricate``; they stay
+importable from here too.
+"""
 
 from .._exports import fix_module_metadata
 from ._loop import ExecutorLoop, LoopOptions
-from ._policy import (
+from ._policy import (  # noqa: F401 (Backoff ... Strategy: importable from here too)
     Backoff,
     Restart,
     RestartPolicy,
@@ -12,7 +17,7 @@ from ._policy import (
     restarts_in_window,
 )
 from ._supervisor import ChildSpec, Supervisor, SupervisorGaveUp
-from ._thread import ThreadExecutor
+from ._thread import ThreadExecutor  # noqa: F401
 
 __all__ = [
     "ChildSpec",

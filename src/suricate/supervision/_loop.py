@@ -386,6 +386,11 @@ class ExecutorLoop:
                     if _cancellation(exc):
                         raise
                     failure = exc
+        except BaseException:
+            # Cancelled from outside (the runtime torn down around it): the
+            # turn is interrupted, and its session still hears so.
+            await self._report(TurnReport(self, run_id, TurnEnd.INTERRUPT, ready=False))
+            raise
         finally:
             RUNNING_SESSION.reset(token)
         if scope.cancelled_caught or isinstance(failure, ExecutorExit):

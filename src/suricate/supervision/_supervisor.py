@@ -145,9 +145,9 @@ class Supervisor:
         gave_up: SupervisorGaveUp | None = None
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            for child in self.children:
-                await self._start(child)
             try:
+                for child in self.children:
+                    await self._start(child)
                 await self._supervise(receive)
             except SupervisorGaveUp as exc:
                 gave_up = exc  # raised below, outside the nursery: unwrapped
