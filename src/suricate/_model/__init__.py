@@ -31,6 +31,7 @@ from ._session import (
     SessionCore,
     Step,
     check_session_id,
+    expand_events,
     recover_step,
 )
 from ._values import (
@@ -103,6 +104,7 @@ __all__ = [
     "decode_json",
     "encode_json",
     "next_input_state",
+    "expand_events",
     "recover_step",
     "session_rule",
 ]

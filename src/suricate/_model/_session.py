@@ -28,8 +28,8 @@ import collections
 import heapq
 import operator
 import unicodedata
-from collections.abc import Callable, Iterator, Mapping, Sequence, Sized
-from typing import Any, Final
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
+from typing import Any, Final, TypeVar, Union
 
 import attrs
 
@@ -132,6 +132,46 @@ UNCHANGED: Final = _Unchanged()
 
 #: (kind, input_id, run_id, data) of an event to publish.
 EventSpec = tuple[str, str | None, str | None, Mapping[str, Any]]
+_T = TypeVar("_T", bound=attrs.AttrsInstance)
+
+
+class InputEvents:
+    """The ``input.*`` events of some records, built only when someone listens
+    (the reducer describes its events; building them costs dicts per record)."""
+
+    __slots__ = ("records",)
+
+    def __init__(self, records: Sequence[InputRecord]) -> None:
+        self.records = tuple(records)
+
+    def specs(self) -> tuple[EventSpec, ...]:
+        return _input_events(self.records)
+
+
+class AcceptedEvent:
+    """``input.accepted`` of a record just admitted, built only when someone listens."""
+
+    __slots__ = ("record",)
+
+    def __init__(self, record: InputRecord) -> None:
+        self.record = record
+
+    def specs(self) -> tuple[EventSpec, ...]:
+        r = self.record
+        return (("input.accepted", r.input_id, None, {"kind": r.kind, "handling": r.handling.value}),)
+
+
+EventPart = Union[EventSpec, InputEvents, AcceptedEvent]
+
+
+def expand_events(parts: Iterable[EventPart]) -> Iterator[EventSpec]:
+    """The events a step describes, in order."""
+    for part in parts:
+        if isinstance(part, tuple):
+            yield part
+        else:
+            yield from part.specs()
+
 
 
 @attrs.frozen(kw_only=True)
@@ -147,7 +187,8 @@ class Step:
     snapshot: SnapshotWrite | None = None
     receipt: Receipt | None = None
     messages: tuple[OutboxMessage, ...] = ()
-    events: tuple[EventSpec, ...] = ()
+    events: tuple[EventPart, ...] = ()
+    """What happened, described: :func:`expand_events` builds the events."""
     reply: Any = None
     cancel_run: bool = False
     """Cancel the running turn (an INTERRUPT input, stop, destroy)."""
@@ -194,21 +235,31 @@ class Step:
         return (r for r in self.records if r.state.terminal)
 
 
-def _record_copier() -> Callable[[InputRecord], InputRecord]:
-    """A function copying every field of an :class:`InputRecord`, compiled
-    from its fields: a third of the cost of ``attrs.evolve`` (which builds
-    and checks a keyword dict of all 24 fields on every call)."""
-    lines = ["def copy(record, new=new, cls=cls, put=put):", "    out = new(cls)"]
-    lines += [f"    put(out, {a.name!r}, record.{a.name})" for a in attrs.fields(InputRecord)]
+def _copier(cls: type[_T]) -> Callable[[_T], _T]:
+    """A function copying every field of a frozen attrs ``cls``, compiled from
+    its fields: a third of the cost of ``attrs.evolve`` (which builds and
+    checks a keyword dict of every field on each call).  For values the
+    reducer builds itself, whose fields it has already checked."""
+    lines = ["def copy(value, new=new, cls=cls, put=put):", "    out = new(cls)"]
+    lines += [f"    put(out, {a.name!r}, value.{a.name})" for a in attrs.fields(cls)]
     lines.append("    return out")
-    namespace: dict[str, Any] = {"new": object.__new__, "cls": InputRecord, "put": _put}
+    namespace: dict[str, Any] = {"new": object.__new__, "cls": cls, "put": _put}
     exec("\n".join(lines), namespace)  # noqa: S102 - the source is built from field names
-    copy: Callable[[InputRecord], InputRecord] = namespace["copy"]
+    copy: Callable[[_T], _T] = namespace["copy"]
     return copy
 
 
 _put: Final = object.__setattr__
-_copy_record: Final = _record_copier()
+_copy_record: Final = _copier(InputRecord)
+_copy_step: Final = _copier(Step)
+
+
+def _replaced(step: Step, **changes: Any) -> Step:
+    """``step`` with ``changes``: ``attrs.evolve`` without its cost."""
+    out = _copy_step(step)
+    for name, value in changes.items():
+        _put(out, name, value)
+    return out
 
 
 def _moved(
@@ -255,6 +306,7 @@ def _input_events(records: Sequence[InputRecord]) -> tuple[EventSpec, ...]:
 
 
 _ORDER: Final = operator.attrgetter("order")
+_LANE_ORDER: Final = operator.attrgetter("lane", "order")
 
 
 def _response_payload(input_id: str, outcome: Outcome) -> dict[str, Any]:
@@ -486,9 +538,7 @@ class SessionCore:
             history=(StateChange(state=InputState.QUEUED, at=now),),
         )
         records = [record]
-        events: list[EventSpec] = [
-            ("input.accepted", input_id, None, {"kind": inp.kind, "handling": inp.handling.value})
-        ]
+        events: list[EventPart] = [AcceptedEvent(record)]
         if inp.supersession_key is not None:
             holders = self.supersession.get((inp.kind, inp.supersession_key), ())
             older = sorted(
@@ -497,7 +547,7 @@ class SessionCore:
             )
             gone = [_moved(r, InputEvent.SUPERSEDE, now, superseded_by=input_id) for r in older]
             records.extend(gone)
-            events.extend(_input_events(gone))
+            events.append(InputEvents(gone))
         cancel = (
             inp.handling is Handling.INTERRUPT
             and self.run is not None
@@ -558,7 +608,7 @@ class SessionCore:
         """
         replies = _replies(self.id, step.records)
         if replies:
-            step = attrs.evolve(step, messages=step.messages + replies)
+            step = _replaced(step, messages=step.messages + replies)
         if start is None:
             return step
         attached = self.attached if step.attached is None else step.attached
@@ -577,39 +627,49 @@ class SessionCore:
         records = [staged.pop(r.input_id, r) for r in step.records]
         records.extend(staged.values())
         new_run = RunState(run_id=run_id, input_ids=ids, started_at=now)
-        return attrs.evolve(
+        return _replaced(
             step,
             records=tuple(records),
             run=new_run,
             events=(
                 *step.events,
                 ("run.started", None, run_id, {"inputs": list(ids)}),
-                *_input_events([r for r in records if r.input_id in ids]),
+                InputEvents([r for r in records if r.input_id in ids]),
             ),
         )
 
     def _next_after(self, step: Step, max_batch: int) -> list[InputRecord]:
         """The inputs the next turn takes once ``step`` is adopted: every
         INTERRUPT and STEER input, else up to ``max_batch`` QUEUE inputs."""
+        lanes_empty = not (self._lanes[0] or self._lanes[1] or self._lanes[2])
+        if step.reload is None and lanes_empty:  # the usual case: only what this step queued
+            fresh = [r for r in step.records if r.state is InputState.QUEUED]
+            if not fresh:
+                return []
+            fresh.sort(key=_LANE_ORDER)
+            first = fresh[0].lane
+            if first < 2:
+                return [r for r in fresh if r.lane < 2]
+            return fresh[:max_batch]
         changed = {r.input_id: r for r in step.records}
-        fresh: tuple[list[InputRecord], ...] = ([], [], [])
+        fresh_by_lane: tuple[list[InputRecord], ...] = ([], [], [])
         if step.reload is not None:
             base = {r.input_id: r for r in step.reload.inputs} | changed
             for r in base.values():
                 if r.state is InputState.QUEUED:
-                    fresh[r.lane].append(r)
+                    fresh_by_lane[r.lane].append(r)
             lanes: Sequence[Sized] = ((), (), ())  # the reload replaces the lanes
         else:
             for r in changed.values():
                 if r.state is InputState.QUEUED:
-                    fresh[r.lane].append(r)
+                    fresh_by_lane[r.lane].append(r)
             lanes = self._lanes
         taken: list[InputRecord] = []
         for lane in (0, 1, 2):
             if lane == 2 and taken:
                 break
             limit = max_batch if lane == 2 else None
-            new = fresh[lane]
+            new = fresh_by_lane[lane]
             if not lanes[lane]:  # the usual case: only what this step queued
                 if new:
                     new.sort(key=_ORDER)
@@ -687,7 +747,7 @@ class SessionCore:
             run=new_run,
             snapshot=self._snapshot_write(snapshot),
             receipt=receipt,
-            events=(*_input_events(applied), *_input_events(joined)),
+            events=(InputEvents(applied), InputEvents(joined)),
             reply=joined,
         )
 
@@ -733,7 +793,7 @@ class SessionCore:
             messages=tuple(messages),
             events=(
                 ("run.committed", None, run_id, {"sequence": sequence}),
-                *_input_events(consumed),
+                InputEvents(consumed),
             ),
         )
 
@@ -772,7 +832,7 @@ class SessionCore:
             next_order=next_order,
             lifecycle=True,
             run=None,
-            events=(("run.failed", None, run_id, {"error": error}), *_input_events(records)),
+            events=(("run.failed", None, run_id, {"error": error}), InputEvents(records)),
         )
 
     def interrupt_turn(self, run_id: str, *, now: float) -> Step:
@@ -793,7 +853,7 @@ class SessionCore:
             session=self._evolve_record(now),
             lifecycle=True,
             run=None,
-            events=(("run.failed", None, run_id, {"error": "interrupted"}), *_input_events(records)),
+            events=(("run.failed", None, run_id, {"error": "interrupted"}), InputEvents(records)),
         )
 
     def _abandon_all(self, reason: AbandonReason, now: float) -> list[InputRecord]:
@@ -858,7 +918,7 @@ class SessionCore:
                 new_state = SessionState.RUNNING
             else:
                 new_state = SessionState.ATTACHED if attached else SessionState.IDLE
-        events: list[EventSpec] = list(_input_events(records))
+        events: list[EventPart] = [InputEvents(records)]
         if new_state is not state:
             events.append(("session.state", None, None, {"from": state.value, "to": new_state.value}))
         return Step(
@@ -1038,7 +1098,7 @@ def recover_step(stored: StoredSession, *, limits: Limits, now: float) -> Step:
         session=lifecycle,
         lifecycle=True,
         run=None,
-        events=_input_events(records),
+        events=(InputEvents(records),),
         reply=report,
         reload=reload,
     )

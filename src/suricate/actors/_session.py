@@ -33,6 +33,7 @@ from .._errors import InputNotFound, InputRejected, NotReady, StoreError
 from .._events import Event, EventBus
 from .._kernel import Actor, ActorRef
 from .._model import (
+    AbandonReason,
     Durability,
     InputRecord,
     OutboxMessage,
@@ -46,6 +47,7 @@ from .._model import (
     StoredSession,
     decode_json,
     encode_json,
+    expand_events,
     recover_step,
 )
 from ..store._protocol import Store
@@ -110,6 +112,17 @@ def _log(kind: str, session_id: str, input_id: str | None, run_id: str | None, d
                 "run_id": run_id,
             },
         )
+
+
+def _notable(step: Step) -> bool:
+    """The step has an event logged above DEBUG (so built even with no subscriber)."""
+    for part in step.events:
+        if isinstance(part, tuple) and part[0] in _NOTABLE:
+            return True
+    for record in step.records:
+        if record.reason is AbandonReason.MAX_ATTEMPTS:
+            return True
+    return False
 
 
 @attrs.frozen(kw_only=True)
@@ -226,20 +239,22 @@ class SessionActor(Actor):
         return step
 
     def _effects(self, step: Step, staged: bool) -> None:
-        if step.events:
+        if step.events and (
+            self.bus.active or log.isEnabledFor(logging.DEBUG) or _notable(step)
+        ):
+            events = list(expand_events(step.events))
             if self.bus.active:
                 now = time.time()
                 sid = self.core.id
-                for kind, input_id, run_id, data in step.events:
+                for kind, input_id, run_id, data in events:
                     self.bus.publish(
                         Event(
                             kind=kind, session_id=sid, input_id=input_id, run_id=run_id,
                             data=data, at=now,
                         )
                     )
-            if log.isEnabledFor(logging.DEBUG) or any(e[0] in _NOTABLE for e in step.events):
-                for kind, input_id, run_id, data in step.events:
-                    _log(kind, self.core.id, input_id, run_id, data)
+            for kind, input_id, run_id, data in events:
+                _log(kind, self.core.id, input_id, run_id, data)
         outcomes: list[Outcome] = [o for r in step.terminal() if (o := r.outcome()) is not None]
         if outcomes:
             self._tell_registry(Resolve(self.core.id, outcomes))
