@@ -40,7 +40,8 @@ from .._errors import ActorStopped, WaitTimeout
 
 __all__ = ["Actor", "ActorRef", "ActorStatistics", "spawn"]
 
-T = TypeVar("T", bound="Actor")
+T = TypeVar("T", bound="Actor", covariant=True)
+A = TypeVar("A", bound="Actor")
 
 
 class Actor:
@@ -370,6 +371,6 @@ class ActorRef(Generic[T]):
         )
 
 
-def spawn(actor: T, nursery: trio.Nursery, *, name: str | None = None) -> ActorRef[T]:
+def spawn(actor: A, nursery: trio.Nursery, *, name: str | None = None) -> ActorRef[A]:
     """Give ``actor`` a mailbox served by tasks in ``nursery``."""
     return ActorRef(actor, nursery, name=name or type(actor).__name__)

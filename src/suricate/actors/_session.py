@@ -445,7 +445,7 @@ class SessionActor(Actor):
             self._drop_loop(kill=False)
         assert self.ref is not None
         loop = ExecutorLoop(
-            session=self.ref,  # type: ignore[arg-type]
+            session=self.ref,
             session_id=self.core.id,
             run_turn=as_executor(message.executor),
             options=message.options,
