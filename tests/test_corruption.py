@@ -10,8 +10,11 @@ tests use real threads (the SQLite store), so real time.
 
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 from typing import Any
@@ -367,3 +370,27 @@ async def test_a_v1_store_is_migrated_with_checksums_that_then_catch_corruption(
             with pytest.raises(suricate.RecoveryCorruption, match="checksum") as caught:
                 await rt.open_session(sid)
             assert input_id in str(caught.value) and "column payload_json" in str(caught.value)
+
+
+# -- the operator's view -----------------------------------------------------------------
+
+
+def test_show_prints_a_corrupt_input_as_stored_and_says_what_is_wrong(store) -> None:
+    path, ids = store
+    _set_input(path, ids["queued"], "attempt", "two")
+    script = Path(sys.executable).with_name("suricate")
+    proc = subprocess.run(
+        [str(script), "show", str(path), "bad", ids["queued"]],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "attempt: 'two'" in proc.stdout
+    assert f"input_id: {ids['queued']!r}" in proc.stdout
+    assert "column attempt" in proc.stderr
+    proc = subprocess.run(
+        [str(script), "show", str(path), "bad", ids["queued"], "--json"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 2
+    shown = json.loads(proc.stdout)
+    assert shown["row"]["attempt"] == "two" and "column attempt" in shown["corrupt"]
