@@ -333,6 +333,45 @@ async def test_a_session_that_fails_to_open_leaves_the_open_ones_serving(store) 
             assert [d.target for d in await rt.dead_letters()] == ["ghost"]
 
 
+async def test_recover_of_an_open_session_meets_corruption_and_the_session_keeps_serving(store) -> None:
+    path, ids = store
+    with trio.fail_after(30):
+        async with suricate.open_runtime(path) as rt:
+            s = await rt.open_session("bad")
+            # Behind the open session's back.
+            _set_input(path, ids["queued"], "state", "bogus")
+            with pytest.raises(suricate.RecoveryCorruption) as caught:
+                await s.recover()
+            _names(caught.value, "state", ids["queued"])
+            record = await s.input(ids["done"])
+            assert record is not None and record.state is InputState.CONSUMED
+            await _others_keep_working(rt)
+
+
+async def test_removing_a_corrupt_sessions_rows_lets_its_id_open_afresh(store) -> None:
+    """The operator's last resort, as docs/durability.md gives it."""
+    path, ids = store
+    _set_input(path, ids["queued"], "handling", "sideways")
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.executescript(
+        """
+        BEGIN;
+        DELETE FROM inputs   WHERE session_id = 'bad';
+        DELETE FROM receipts WHERE session_id = 'bad';
+        DELETE FROM outbox   WHERE target = 'bad' AND state = 'pending';
+        DELETE FROM sessions WHERE session_id = 'bad';
+        COMMIT;
+        """
+    )
+    conn.close()
+    with trio.fail_after(30):
+        async with suricate.open_runtime(path) as rt:
+            s = await rt.open_session("bad")
+            assert await s.input(ids["queued"]) is None
+            assert await s.snapshot() is None
+            await _others_keep_working(rt)
+
+
 # -- the payload checksum ----------------------------------------------------------------
 
 
