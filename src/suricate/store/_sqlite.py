@@ -359,7 +359,7 @@ def _undecodable(
                         where = ", ".join(
                             f"{n.replace('_id', '')} {_as_text(v)!r}"
                             for n, v in zip(names, row)
-                            if n in _KEYS
+                            if n in _KEYS and v is not None
                         )
                         return corruption(
                             where, name, f"holds bytes that are not UTF-8: {value[:40]!r}"
