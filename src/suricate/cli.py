@@ -21,9 +21,16 @@ import click
 import sqlite_utils
 import trio
 
-from ._errors import StoreError, SuricateError
-from ._model import InputState
-from .store._schema import INPUT_COLUMNS, SCHEMA_VERSION, input_from_row
+from ._errors import RecoveryCorruption, StoreError, SuricateError
+from ._model import InputRecord, InputState
+from .store._schema import (
+    INPUT_COLUMNS,
+    INPUT_V2_COLUMNS,
+    RECEIPT_COLUMNS,
+    SCHEMA_VERSION,
+    input_from_row,
+    receipt_from_row,
+)
 
 __all__ = ["main"]
 
@@ -63,6 +70,16 @@ def _require_session(db: sqlite_utils.Database, session_id: str) -> None:
     row = db.execute("SELECT 1 FROM sessions WHERE session_id = ?", [session_id]).fetchone()
     if row is None:
         raise CliError(f"unknown session {session_id!r}")
+
+
+def _input_columns(db: sqlite_utils.Database) -> str:
+    """What to read of an input: a file of an older schema has no checksum."""
+    names = {c.name for c in db.table("inputs").columns}
+    return INPUT_COLUMNS if "payload_crc" in names else INPUT_V2_COLUMNS
+
+
+def _corrupt(exc: RecoveryCorruption) -> CliError:
+    return CliError(f"{exc} (see docs/durability.md, Corruption)")
 
 
 def _emit(rows: list[dict[str, Any]], columns: Sequence[str], as_json: bool, title: str) -> None:
@@ -128,12 +145,15 @@ def inputs(db: str, session: str, state: str | None, as_json: bool) -> None:
     """Inputs of SESSION in admission order."""
     with _open_ro(db) as database:
         _require_session(database, session)
-        sql = f"SELECT {INPUT_COLUMNS} FROM inputs WHERE session_id = ?"
+        sql = f"SELECT {_input_columns(database)} FROM inputs WHERE session_id = ?"
         args: list[Any] = [session]
         if state:
             sql += " AND state = ?"
             args.append(state)
-        records = [input_from_row(r) for r in database.execute(sql + " ORDER BY seq", args)]
+        try:
+            records = [input_from_row(r) for r in database.execute(sql + " ORDER BY seq", args)]
+        except RecoveryCorruption as exc:
+            raise _corrupt(exc) from None
     rows = [
         {
             "input_id": r.input_id,
@@ -155,16 +175,30 @@ def inputs(db: str, session: str, state: str | None, as_json: bool) -> None:
 @click.argument("input_id")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 def show(db: str, session: str, input_id: str, as_json: bool) -> None:
-    """One input: its payload, full history and outcome."""
+    """One input: its payload, full history and outcome.
+
+    An input whose row is corrupt is shown as stored, column by column, with
+    what is wrong with it (and the command exits with status 2)."""
     with _open_ro(db) as database:
         _require_session(database, session)
+        columns = _input_columns(database)
         row = database.execute(
-            f"SELECT {INPUT_COLUMNS} FROM inputs WHERE session_id = ? AND input_id = ?",
+            f"SELECT {columns} FROM inputs WHERE session_id = ? AND input_id = ?",
             [session, input_id],
         ).fetchone()
         if row is None:
             raise CliError(f"session {session!r} has no input {input_id!r}")
-        record = input_from_row(row)
+        try:
+            record: InputRecord = input_from_row(row)
+        except RecoveryCorruption as exc:
+            names = [c.strip() for c in columns.split(",")]
+            stored = dict(zip(names, row))
+            if as_json:
+                click.echo(json.dumps({"corrupt": str(exc), "row": stored}, indent=2, default=repr))
+            else:
+                for name, value in stored.items():
+                    click.echo(f"{name}: {value!r}")
+            raise _corrupt(exc) from None
     outcome = record.outcome()
     data = {
         "input_id": record.input_id,
@@ -212,18 +246,24 @@ def receipts(db: str, session: str, as_json: bool) -> None:
     """Boundary receipts of SESSION: which run committed which inputs."""
     with _open_ro(db) as database:
         _require_session(database, session)
+        try:
+            found = [
+                receipt_from_row(r)
+                for r in database.execute(
+                    f"SELECT {RECEIPT_COLUMNS} FROM receipts WHERE session_id = ? ORDER BY at, rowid",
+                    [session],
+                ).fetchall()
+            ]
+        except RecoveryCorruption as exc:
+            raise _corrupt(exc) from None
         rows = [
             {
-                "run_id": run_id,
-                "sequence": sequence,
-                "inputs": json.loads(input_ids),
-                "at": _when(at),
+                "run_id": r.run_id,
+                "sequence": r.sequence,
+                "inputs": list(r.input_ids),
+                "at": _when(r.at),
             }
-            for run_id, sequence, input_ids, at in database.execute(
-                "SELECT run_id, sequence, input_ids_json, at FROM receipts "
-                "WHERE session_id = ? ORDER BY at, rowid",
-                [session],
-            ).fetchall()
+            for r in found
         ]
     _emit(rows, ["run_id", "sequence", "inputs", "at"], as_json, f"receipts of {session}")
 

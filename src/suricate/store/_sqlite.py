@@ -52,8 +52,10 @@ from ._schema import (
     INPUT_ROW_COLUMNS,
     MOVED_COLUMNS,
     OUTBOX_COLUMNS,
+    RECEIPT_COLUMNS,
     SESSION_COLUMNS,
     check_schema,
+    corruption,
     dead_letter_from_row,
     input_from_row,
     input_to_row,
@@ -149,7 +151,8 @@ class _Connection(ThreadHost):
 # An upsert on the primary key only: a row that collides with another input's
 # unique seq or idempotency key fails the write-set instead of replacing it.
 _UPSERT_INPUT: Final = (
-    f"INSERT INTO inputs ({INPUT_ROW_COLUMNS}) VALUES ({', '.join('?' * 24)}) "
+    f"INSERT INTO inputs ({INPUT_ROW_COLUMNS}) "
+    f"VALUES ({', '.join('?' * len(INPUT_ROW_COLUMNS.split(',')))}) "
     "ON CONFLICT(session_id, input_id) DO UPDATE SET "
     + ", ".join(
         f"{c} = excluded.{c}"
@@ -319,36 +322,89 @@ def _commit_batch(host: _Connection, batch: list[WriteSet]) -> list[outcome.Outc
 # -- the reader's side ------------------------------------------------------------------
 
 
+#: The rows recovery reads: every input that is not terminal, and every one
+#: whose state is not a state at all (so that it fails, not vanishes).
+_RECOVERED_INPUTS: Final = (
+    f"SELECT {INPUT_COLUMNS} FROM inputs WHERE session_id = ? "
+    "AND (state IS NULL OR state NOT IN ('consumed', 'superseded', 'abandoned')) ORDER BY seq"
+)
+
+
+#: The columns that name a row in an error, when they are read.
+_KEYS: Final = ("session_id", "input_id", "run_id", "sequence", "id")
+
+
+def _as_text(value: Any) -> Any:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def _undecodable(
+    conn: sqlite3.Connection, exc: sqlite3.OperationalError, sql: str, args: Sequence[Any]
+) -> Exception:
+    """The error for stored text that is not UTF-8 (SQLite cannot hand it to
+    Python): a :class:`RecoveryCorruption` naming the row and the column,
+    found by reading the rows again as bytes (a rare, slow path)."""
+    if "decode" not in str(exc):
+        return exc
+    conn.text_factory = bytes
+    try:
+        cursor = conn.execute(sql, args)
+        names = [d[0] for d in cursor.description]
+        for row in cursor:
+            for name, value in zip(names, row):
+                if isinstance(value, bytes):
+                    try:
+                        value.decode("utf-8")
+                    except UnicodeDecodeError:
+                        where = ", ".join(
+                            f"{n.replace('_id', '')} {_as_text(v)!r}"
+                            for n, v in zip(names, row)
+                            if n in _KEYS and v is not None
+                        )
+                        return corruption(
+                            where, name, f"holds bytes that are not UTF-8: {value[:40]!r}"
+                        )
+    finally:
+        conn.text_factory = str
+    return exc
+
+
+def _rows(conn: sqlite3.Connection, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+    """Every row ``sql`` selects (text that is not UTF-8 is RecoveryCorruption)."""
+    try:
+        return conn.execute(sql, args).fetchall()
+    except sqlite3.OperationalError as exc:
+        raise _undecodable(conn, exc, sql, args) from None
+
+
 def _load_session(host: _Connection, session_id: str) -> StoredSession | None:
     conn = host.connection()
     conn.execute("BEGIN")
     try:
-        row = conn.execute(
-            f"SELECT {SESSION_COLUMNS} FROM sessions WHERE session_id = ?", (session_id,)
-        ).fetchone()
-        if row is None:
+        found = _rows(
+            conn, f"SELECT {SESSION_COLUMNS} FROM sessions WHERE session_id = ?", (session_id,)
+        )
+        if not found:
             return None
-        record, snapshot_json, revision = session_from_row(row)
+        record, snapshot_json, revision = session_from_row(found[0])
         # Submits write only their input row: the counters come from the rows.
         (top,) = conn.execute(
             "SELECT MAX(seq) FROM inputs WHERE session_id = ?", (session_id,)
         ).fetchone()
+        if top is not None and type(top) is not int:
+            raise _bad_seq(conn, session_id)
         if top is not None and top >= record.next_seq:
             record = attrs.evolve(record, next_seq=top + 1)
         inputs = tuple(
-            input_from_row(r)
-            for r in conn.execute(
-                f"SELECT {INPUT_COLUMNS} FROM inputs WHERE session_id = ? "
-                "AND state IN ('queued', 'staged', 'applied') ORDER BY seq",
-                (session_id,),
-            )
+            input_from_row(r) for r in _rows(conn, _RECOVERED_INPUTS, (session_id,))
         )
         keys = dict(
-            conn.execute(
+            _rows(
+                conn,
                 "SELECT idempotency_key, input_id FROM inputs WHERE session_id = ? "
                 "AND idempotency_key IS NOT NULL",
                 (session_id,),
-            ).fetchall()
+            )
         )
         receipts = set()
         for r in inputs:
@@ -356,7 +412,7 @@ def _load_session(host: _Connection, session_id: str) -> StoredSession | None:
                 found = conn.execute(
                     "SELECT 1 FROM receipts WHERE session_id = ? AND run_id = ? AND sequence = ?",
                     (session_id, r.run_id, r.boundary),
-                ).fetchone()
+                ).fetchall()
                 if found:
                     receipts.add((r.run_id, r.boundary))
     finally:
@@ -371,21 +427,36 @@ def _load_session(host: _Connection, session_id: str) -> StoredSession | None:
     )
 
 
+def _bad_seq(conn: sqlite3.Connection, session_id: str) -> Exception:
+    """A ``seq`` that is not an integer (the highest, which recovery reads)."""
+    row = conn.execute(
+        "SELECT input_id, seq FROM inputs WHERE session_id = ? AND typeof(seq) != 'integer' "
+        "ORDER BY seq DESC LIMIT 1",
+        (session_id,),
+    ).fetchone()
+    input_id, seq = row if row is not None else (None, None)
+    return corruption(
+        f"session {session_id!r}, input {input_id!r}", "seq", f"holds {seq!r} where an integer belongs"
+    )
+
+
 def _load_input(host: _Connection, session_id: str, input_id: str) -> InputRecord | None:
-    row = host.connection().execute(
+    found = _rows(
+        host.connection(),
         f"SELECT {INPUT_COLUMNS} FROM inputs WHERE session_id = ? AND input_id = ?",
         (session_id, input_id),
-    ).fetchone()
-    return None if row is None else input_from_row(row)
+    )
+    return input_from_row(found[0]) if found else None
 
 
 def _load_receipt(host: _Connection, session_id: str, run_id: str, sequence: int) -> Receipt | None:
-    row = host.connection().execute(
-        "SELECT session_id, run_id, sequence, input_ids_json, at, version FROM receipts "
+    found = _rows(
+        host.connection(),
+        f"SELECT {RECEIPT_COLUMNS} FROM receipts "
         "WHERE session_id = ? AND run_id = ? AND sequence = ?",
         (session_id, run_id, sequence),
-    ).fetchone()
-    return None if row is None else receipt_from_row(row)
+    )
+    return receipt_from_row(found[0]) if found else None
 
 
 def _list_sessions(host: _Connection) -> list[str]:
@@ -395,7 +466,8 @@ def _list_sessions(host: _Connection) -> list[str]:
 def _load_outbox(host: _Connection, target: str, limit: int) -> list[OutboxRow]:
     return [
         outbox_from_row(r)
-        for r in host.connection().execute(
+        for r in _rows(
+            host.connection(),
             f"SELECT {OUTBOX_COLUMNS} FROM outbox WHERE target = ? AND state = 'pending' "
             "ORDER BY id LIMIT ?",
             (target, limit),
@@ -406,8 +478,8 @@ def _load_outbox(host: _Connection, target: str, limit: int) -> list[OutboxRow]:
 def _dead_letters(host: _Connection) -> list[DeadLetter]:
     return [
         dead_letter_from_row(r)
-        for r in host.connection().execute(
-            f"SELECT {OUTBOX_COLUMNS} FROM outbox WHERE state = 'dead' ORDER BY id"
+        for r in _rows(
+            host.connection(), f"SELECT {OUTBOX_COLUMNS} FROM outbox WHERE state = 'dead' ORDER BY id"
         )
     ]
 
