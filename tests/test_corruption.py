@@ -397,7 +397,7 @@ async def test_a_v1_store_is_migrated_with_checksums_that_then_catch_corruption(
     with trio.fail_after(30):
         async with suricate.open_runtime(path):
             pass
-    assert _read(path, "SELECT version FROM suricate_schema") == [(SCHEMA_VERSION,)] == [(3,)]
+    assert _read(path, "SELECT version FROM suricate_schema") == [(SCHEMA_VERSION,)] == [(4,)]
     stored = _read(path, "SELECT session_id, input_id, state, payload_json, payload_crc FROM inputs")
     assert stored
     for *_, payload, crc in stored:

@@ -266,3 +266,16 @@ async def test_show_reads_the_history_of_a_migrated_v1_store(v1) -> None:
     assert [h["state"] for h in shown["history"]] == [h[0] for h in row["history"]]
     assert [h["run_id"] for h in shown["history"]] == [h[2] for h in row["history"]]
     assert shown["outcome"] == {"type": "Abandoned", "reason": "max_attempts", "error": row["error"]}
+
+
+async def test_receipts_are_clustered_on_their_key_after_migration(tmp_path: Path) -> None:
+    path = tmp_path / "agent.db"
+    shutil.copyfile(DATA / "store-v1.db", path)
+    before = _read(path, "SELECT session_id, run_id, sequence, input_ids_json FROM receipts ORDER BY 1, 2, 3")
+    with trio.fail_after(30):
+        async with suricate.open_runtime(path):
+            pass
+    (sql,) = _read(path, "SELECT sql FROM sqlite_master WHERE name = 'receipts'")[0]
+    assert "WITHOUT ROWID" in sql
+    after = _read(path, "SELECT session_id, run_id, sequence, input_ids_json FROM receipts ORDER BY 1, 2, 3")
+    assert after == before and before

@@ -45,7 +45,7 @@ async def test_a_path_opens_a_sqlite_store_in_wal_mode_with_full_sync(db) -> Non
         await rt.open_session("s")
     assert rows(db, "PRAGMA journal_mode") == [("wal",)]
     assert rows(db, "SELECT session_id, state FROM sessions") == [("s", "idle")]
-    assert rows(db, "SELECT version FROM suricate_schema") == [(3,)]
+    assert rows(db, "SELECT version FROM suricate_schema") == [(4,)]
 
 
 async def test_submit_returns_only_after_the_row_is_in_the_file(db) -> None:

@@ -250,7 +250,7 @@ def receipts(db: str, session: str, as_json: bool) -> None:
             found = [
                 receipt_from_row(r)
                 for r in database.execute(
-                    f"SELECT {RECEIPT_COLUMNS} FROM receipts WHERE session_id = ? ORDER BY at, rowid",
+                    f"SELECT {RECEIPT_COLUMNS} FROM receipts WHERE session_id = ? ORDER BY at, run_id, sequence",
                     [session],
                 ).fetchall()
             ]
