@@ -76,6 +76,7 @@ from ._values import (
     StateChange,
     StopReport,
     Superseded,
+    encodable,
     encode_json,
 )
 
@@ -88,7 +89,7 @@ RECENT_EPHEMERAL: Final = 1024
 
 def check_session_id(session_id: object) -> str:
     """Validate a session id: a ``str`` of 1 to 128 code points without
-    control characters.
+    control characters, that UTF-8 can encode (no lone surrogate).
 
     Raises:
         InputRejected: anything else.
@@ -101,6 +102,8 @@ def check_session_id(session_id: object) -> str:
         unicodedata.category(ch) == "Cc" for ch in session_id
     ):
         raise InputRejected("session id must not contain control characters")
+    if not encodable(session_id):
+        raise InputRejected("session id is not encodable as UTF-8 (it holds a lone surrogate)")
     return session_id
 
 
