@@ -1,6 +1,6 @@
 """Every public argument is checked before anything is looked up or persisted
 (issue 13): identifiers UTF-8 can encode, typed timeouts and runtime options,
-no unknown keywords.
+no unknown keywords, and the one rule for ephemeral keys and supersession.
 
 Tests taking ``rt`` or ``store`` run on the MemoryStore and on SQLite.
 """
@@ -8,13 +8,24 @@ Tests taking ``rt`` or ``store`` run on the MemoryStore and on SQLite.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import suricate
-from suricate import Accepted, Input, InputRejected
+from suricate import (
+    Accepted,
+    Deduplicated,
+    Durability,
+    Input,
+    InputRejected,
+    InputState,
+    Superseded,
+)
+from suricate._model._session import RECENT_EPHEMERAL
+from suricate.testing import FaultyStore
 
 LONE = "x\ud800"
 """A lone surrogate: a valid Python ``str`` that UTF-8 cannot encode."""
@@ -199,3 +210,96 @@ async def test_bad_runtime_options_are_rejected_before_anything_opens(
         async with suricate.open_runtime(path, **options):
             pytest.fail("the body ran")
     assert list(tmp_path.iterdir()) == []
+
+
+# -- ephemeral inputs ----------------------------------------------------------------
+
+
+async def test_an_ephemeral_key_is_forgotten_with_its_record(rt) -> None:
+    s = await rt.open_session("s")
+    first = await s.submit({"n": 0}, idempotency_key="k", durability="ephemeral")
+    await s.reset()  # terminal: remembered among the recent ephemeral inputs
+    again = await s.submit({"n": 0}, idempotency_key="k", durability="ephemeral")
+    assert again == Deduplicated(input_id=first.input_id, existing_input_id=first.input_id)
+    for n in range(RECENT_EPHEMERAL):
+        await s.submit({"n": n}, durability="ephemeral")
+    await s.reset()
+    assert await s.input(first.input_id) is None  # evicted: its key went with it
+    ack = await s.submit({"n": 0}, idempotency_key="k", durability="ephemeral")
+    assert isinstance(ack, Accepted) and ack.input_id != first.input_id
+    assert (await s.input(ack.input_id)).state is InputState.QUEUED
+    await s.reset()
+    assert (await s.wait(ack.input_id, timeout=1)).input_id == ack.input_id
+
+
+async def test_every_deduplicated_ack_names_an_input_that_wait_knows(rt) -> None:
+    s = await rt.open_session("s")
+    for n in range(RECENT_EPHEMERAL + 300):
+        key = "again" if n % 100 == 0 else f"once-{n}"
+        ack = await s.submit({"n": n}, idempotency_key=key, durability="ephemeral")
+        assert await s.input(ack.input_id) is not None, n
+        if n % 50 == 0:
+            await s.reset()
+
+
+async def test_a_durable_input_is_not_deduplicated_against_an_ephemeral_one(
+    store_factory: Callable[[], suricate.Store], ids: Callable[[], str]
+) -> None:
+    async with suricate.open_runtime(store_factory(), id_factory=ids) as rt:
+        s = await rt.open_session("s")
+        eph = await s.submit({"e": 1}, idempotency_key="k", durability="ephemeral")
+        durable = await s.submit({"d": 1}, idempotency_key="k")
+        assert isinstance(durable, Accepted) and durable.input_id != eph.input_id
+        # The key now names the durable input, for either class.
+        for durability in ("durable", "ephemeral"):
+            again = await s.submit({"x": 1}, idempotency_key="k", durability=durability)
+            assert again == Deduplicated(
+                input_id=durable.input_id, existing_input_id=durable.input_id
+            )
+        await s.reset()  # the ephemeral one finishes: it does not take the key back
+        again = await s.submit({"x": 1}, idempotency_key="k")
+        assert again.input_id == durable.input_id
+    async with suricate.open_runtime(store_factory(), id_factory=ids) as rt:
+        s = await rt.open_session("s")
+        again = await s.submit({"x": 1}, idempotency_key="k")
+        assert again.input_id == durable.input_id
+        assert (await s.wait(durable.input_id, timeout=1)).input_id == durable.input_id
+
+
+async def test_an_ephemeral_input_never_supersedes_a_durable_one(rt) -> None:
+    s = await rt.open_session("s")
+    durable = await s.submit({"d": 1}, kind="status", supersession_key="x")
+    eph = await s.submit({"e": 1}, kind="status", supersession_key="x", durability="ephemeral")
+    assert (await s.input(durable.input_id)).state is InputState.QUEUED
+    stored = await rt.store.load_input("s", durable.input_id)
+    assert stored.state is InputState.QUEUED and stored.superseded_by is None
+    # and a durable one never supersedes an ephemeral one
+    newer = await s.submit({"d": 2}, kind="status", supersession_key="x")
+    assert (await s.input(eph.input_id)).state is InputState.QUEUED
+    assert await s.wait(durable.input_id, timeout=1) == Superseded(
+        input_id=durable.input_id, by=newer.input_id
+    )
+    # within one class supersession works as before
+    eph2 = await s.submit({"e": 2}, kind="status", supersession_key="x", durability="ephemeral")
+    assert await s.wait(eph.input_id, timeout=1) == Superseded(
+        input_id=eph.input_id, by=eph2.input_id
+    )
+    assert (await s.input(newer.input_id)).state is InputState.QUEUED
+    assert (await rt.store.load_input("s", newer.input_id)).state is InputState.QUEUED
+    assert await rt.store.load_input("s", eph2.input_id) is None
+
+
+async def test_an_ephemeral_submit_writes_nothing_even_with_a_supersession_key(
+    store_factory: Callable[[], suricate.Store], ids: Callable[[], str]
+) -> None:
+    faulty = FaultyStore(store_factory())
+    async with suricate.open_runtime(faulty, id_factory=ids) as rt:
+        s = await rt.open_session("s")
+        durable = await s.submit({"d": 1}, kind="status", supersession_key="x")
+        disarm = faulty.fail_commit_if(lambda write_set: True)  # any write would fail
+        ack = await s.submit(
+            {"e": 1}, kind="status", supersession_key="x", durability=Durability.EPHEMERAL
+        )
+        assert isinstance(ack, Accepted)
+        disarm()
+        assert (await s.input(durable.input_id)).state is InputState.QUEUED
