@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 
 import suricate
 from suricate import (
@@ -45,6 +46,8 @@ async def test_a_session_id_with_a_lone_surrogate_is_rejected_before_any_lookup(
         await rt.open_session(LONE)
     with pytest.raises(InputRejected, match="UTF-8"):
         rt.session(LONE)
+    with pytest.raises(InputRejected, match="UTF-8"):
+        rt.events(session_id=LONE)
     assert rt.sessions() == []
 
 
@@ -166,6 +169,10 @@ async def test_other_session_arguments_are_typed(rt) -> None:
         s.drain_from(lambda: _nothing(), name=LONE)
     with pytest.raises(InputRejected, match="restart"):
         s.drain_from(lambda: _nothing(), restart="always")  # type: ignore[arg-type]
+    with pytest.raises(InputRejected, match="kinds"):
+        rt.events(kinds="input.accepted")
+    with pytest.raises(InputRejected):
+        rt.events(kinds=[1])  # type: ignore[list-item]
 
 
 async def _nothing() -> Any:  # pragma: no cover - never iterated
@@ -303,3 +310,12 @@ async def test_an_ephemeral_submit_writes_nothing_even_with_a_supersession_key(
         assert isinstance(ack, Accepted)
         disarm()
         assert (await s.input(durable.input_id)).state is InputState.QUEUED
+
+
+async def test_an_event_subscription_entered_after_the_runtime_closed_ends_at_once() -> None:
+    async with suricate.open_runtime() as rt:
+        pass
+    with trio.fail_after(5):
+        async with rt.events() as events:
+            assert [e async for e in events] == []
+        assert [e async for e in rt.events(kinds={"input.accepted"})] == []

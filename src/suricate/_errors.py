@@ -97,7 +97,8 @@ class RecoveryCorruption(StoreError):
 
 
 class RuntimeClosed(SuricateError):
-    """Raised to callers still waiting (or calling) after the runtime was left."""
+    """Raised to callers still waiting (or calling) after the runtime was left.
+    Event iterators do not raise it: they end."""
 
 
 class RuntimeCrashed(SuricateError):

@@ -532,7 +532,20 @@ class Runtime:
     ) -> Subscription:
         """Subscribe to events (an async context manager and iterator).
 
-        The subscription starts when it is entered."""
+        The subscription starts when it is entered.  Its iteration ends when
+        the runtime is left; one entered (or iterated) after that ends at once.
+
+        Raises:
+            InputRejected: a bad ``session_id``, or ``kinds`` is not a
+                collection of str (a bare str is refused).
+        """
+        if session_id is not None:
+            check_session_id(session_id)
+        if kinds is not None:
+            if isinstance(kinds, (str, bytes)) or not isinstance(kinds, Collection):
+                raise InputRejected("kinds must be a collection of str, or None")
+            for kind in kinds:
+                check_text(kind, "an event kind")
         return self._bus.subscribe(session_id, kinds)
 
     async def stats(self) -> RuntimeStats:
@@ -693,6 +706,7 @@ async def open_runtime(
                 with trio.CancelScope(shield=True):
                     with trio.move_on_after(shutdown_grace + 2 * SHUTDOWN_BOUND):
                         await runtime._shutdown(shutdown_grace)
+                runtime._bus.close()  # also when the shutdown ran out of time
                 loops.cancel_scope.cancel()
             await _close_store(store)
             started = False
