@@ -9,6 +9,7 @@ asyncio face under asyncio, and the blocking face drives it synchronously
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import threading
@@ -249,3 +250,141 @@ def test_an_exception_in_an_asyncio_body_propagates_and_the_runtime_closes() -> 
 
     with pytest.raises(Boom):
         asyncio.run(main())
+
+
+# -- event iterators end when the runtime closes (DESIGN section 16) ------------------
+
+
+def _events_end_on_trio() -> None:
+    async def main() -> None:
+        ended: list[str] = []
+        async with trio.open_nursery() as nursery:
+            async with suricate.open_runtime() as rt:
+
+                async def reader(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+                    async with rt.events() as events:
+                        task_status.started()
+                        async for _ in events:
+                            pass
+                    ended.append("entered before")
+
+                async def unentered(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+                    task_status.started()
+                    async for _ in rt.events():
+                        pass
+                    ended.append("never entered")
+
+                await nursery.start(reader)
+                await nursery.start(unentered)
+                await (await rt.open_session("s")).submit({"x": 1})
+            with trio.fail_after(10):
+                async with rt.events(session_id="s") as events:
+                    assert [e async for e in events] == []
+                assert [e async for e in rt.events()] == []
+        assert sorted(ended) == ["entered before", "never entered"]
+
+    trio.run(main)
+
+
+def _events_end_on_asyncio() -> None:
+    async def main() -> None:
+        async with suricate.aio.open_runtime() as rt:
+
+            async def reader() -> int:
+                async with rt.events() as events:
+                    started.set()
+                    return len([e async for e in events])
+
+            started = asyncio.Event()
+            reading = asyncio.create_task(reader())
+            unentered = asyncio.create_task(_count(rt.events()))
+            await started.wait()
+            await (await rt.open_session("s")).submit({"x": 1})
+        assert await asyncio.wait_for(reading, 10) >= 1
+        assert await asyncio.wait_for(unentered, 10) == 0
+        async with rt.events(session_id="s") as events:
+            assert await asyncio.wait_for(_count(events), 10) == 0
+        assert await asyncio.wait_for(_count(rt.events()), 10) == 0
+
+    async def _count(events: Any) -> int:
+        return len([e async for e in events])
+
+    asyncio.run(main())
+
+
+def _events_end_on_blocking() -> None:
+    counts: dict[str, int] = {}
+    started = threading.Event()
+
+    with suricate.blocking.open_runtime() as rt:
+
+        def reader() -> None:
+            with rt.events() as events:
+                started.set()
+                counts["entered"] = len(list(events))
+
+        def unentered() -> None:
+            counts["never entered"] = len(list(rt.events()))
+
+        # Daemon threads here, so that a failure cannot hang the test run; the
+        # subprocess test below checks that a plain thread lets a process exit.
+        threads = [
+            threading.Thread(target=reader, daemon=True),
+            threading.Thread(target=unentered, daemon=True),
+        ]
+        for thread in threads:
+            thread.start()
+        started.wait(10)
+        rt.open_session("s").submit({"x": 1})
+    for thread in threads:
+        thread.join(10)
+        assert not thread.is_alive()
+    assert counts["entered"] >= 1 and counts["never entered"] == 0
+    with rt.events(session_id="s") as events:
+        assert list(events) == []
+    assert list(rt.events()) == []
+
+
+@pytest.mark.parametrize("face", FACES)
+def test_event_iterators_end_when_the_runtime_is_left_and_after(face: str) -> None:
+    {"trio": _events_end_on_trio, "asyncio": _events_end_on_asyncio,
+     "blocking": _events_end_on_blocking}[face]()
+
+
+@pytest.mark.parametrize("face", FACES)
+def test_event_arguments_are_checked_on_every_face(face: str) -> None:
+    async def scenario(rt: Any) -> None:
+        for bad in ({"session_id": "x\ud800"}, {"kinds": "input.accepted"}, {"session_id": 1}):
+            try:
+                rt.events(**bad)
+            except suricate.InputRejected:
+                pass
+            else:
+                raise AssertionError(f"InputRejected expected for {bad}")
+
+    if face == "blocking":
+        with suricate.blocking.open_runtime() as rt:
+            _drive(scenario(rt))
+    else:
+        run_on(face, scenario)
+
+
+def test_a_process_with_a_thread_reading_blocking_events_exits() -> None:
+    code = (
+        "import threading, suricate.blocking\n"
+        "with suricate.blocking.open_runtime() as rt:\n"
+        "    ready = threading.Event()\n"
+        "    def read():\n"
+        "        with rt.events() as events:\n"
+        "            ready.set()\n"
+        "            for _ in events: pass\n"
+        "    threading.Thread(target=read).start()\n"
+        "    ready.wait(10)\n"
+        "print('left')\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30,
+        env={**os.environ, "PYTHONPATH": str(Path(suricate.__file__).parent.parent)},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "left\n"

@@ -35,10 +35,13 @@ class SuricateError(Exception):
 
 
 class InputRejected(SuricateError, ValueError):
-    """Raised by ``submit`` (and by ``Input``/``open_session``) when the input or
-    an argument is invalid: a payload that is not JSON or is too large, a bad
-    session id, an unknown handling mode, a reserved key or kind, a wrong type.
-    Nothing was persisted and no state changed.  ``reason`` says why."""
+    """Raised by ``submit`` (and by ``Input``, ``open_session``, ``open_runtime``
+    and every other public call) when the input or an argument is invalid: a
+    payload that is not JSON or is too large, a bad session id, text that UTF-8
+    cannot encode (a lone surrogate), an unknown handling mode, a reserved key
+    or kind, a wrong type, a timeout that is not a finite number >= 0, an
+    unknown keyword.  It is raised before anything is looked up or persisted:
+    no state changed (``ask`` submitted nothing).  ``reason`` says why."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -94,7 +97,8 @@ class RecoveryCorruption(StoreError):
 
 
 class RuntimeClosed(SuricateError):
-    """Raised to callers still waiting (or calling) after the runtime was left."""
+    """Raised to callers still waiting (or calling) after the runtime was left.
+    Event iterators do not raise it: they end."""
 
 
 class RuntimeCrashed(SuricateError):

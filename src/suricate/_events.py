@@ -3,6 +3,11 @@
 Publishing never blocks: each subscriber has a bounded buffer; when it is
 full the oldest event is dropped, and the subscriber is handed one ``lagged``
 event with the number dropped before the next event it reads.
+
+When the runtime is left the bus closes: every subscription's iteration ends
+(``StopAsyncIteration``) once its buffered events are read, and a
+subscription entered or iterated after the close ends at once.  Ending, not
+raising, is the rule on every face (DESIGN section 16).
 """
 
 from __future__ import annotations
@@ -54,7 +59,11 @@ class Event:
 
 
 class Subscription:
-    """An async iterator over events, from the moment it was entered."""
+    """An async iterator over events, from the moment it was entered.
+
+    Iterating it without entering it first yields nothing until the runtime
+    closes, and then ends: enter it with ``async with``.
+    """
 
     def __init__(
         self,
@@ -86,7 +95,10 @@ class Subscription:
         self._event.set()
 
     async def __aenter__(self) -> Subscription:
-        self._bus._subscribers.add(self)
+        if self._bus.closed:
+            self.close()
+        else:
+            self._bus._subscribers.add(self)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -102,10 +114,18 @@ class Subscription:
                 return Event(kind="lagged", session_id=self.session_id, data={"dropped": dropped}, at=time.time())
             if self._buffer:
                 return self._buffer.popleft()
-            if self._closed:
+            if self._closed or self._bus.closed:
                 raise StopAsyncIteration
             self._event = trio.Event()
-            await self._event.wait()
+            # Not entered: nothing is offered to it, only the close wakes it.
+            waiting = self not in self._bus._subscribers
+            if waiting:
+                self._bus._waiting.add(self)
+            try:
+                await self._event.wait()
+            finally:
+                if waiting:
+                    self._bus._waiting.discard(self)
 
 
 class EventBus:
@@ -114,6 +134,9 @@ class EventBus:
     def __init__(self, buffer: int = 1024) -> None:
         self.buffer = buffer
         self._subscribers: set[Subscription] = set()
+        self._waiting: set[Subscription] = set()
+        """Subscriptions iterated without being entered: woken by the close."""
+        self.closed = False
 
     def subscribe(
         self, session_id: str | None = None, kinds: Collection[str] | None = None
@@ -129,5 +152,8 @@ class EventBus:
             subscriber._offer(event)
 
     def close(self) -> None:
-        for subscriber in tuple(self._subscribers):
+        """End every subscription, and any entered later."""
+        self.closed = True
+        for subscriber in (*self._subscribers, *self._waiting):
             subscriber.close()
+        self._waiting.clear()

@@ -13,13 +13,14 @@ cancelling the asyncio task cancels only that call.  Executors given to
 ``run``) run as asyncio tasks on the asyncio loop, so asyncio clients (HTTP,
 LLM SDKs) work unchanged; ``await turn.checkpoint(...)`` works from them too.
 Plain functions run on their own thread, as in the trio face.  Errors are the
-same typed exceptions.
+same typed exceptions.  Event iterators end when the runtime is left.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import weakref
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -28,7 +29,7 @@ import outcome
 import trio
 
 from ._errors import RuntimeClosed
-from ._events import Event
+from ._events import Event, Subscription
 
 __all__ = ["AioRuntime", "AioSession", "open_runtime"]
 
@@ -213,26 +214,58 @@ class AioSession:
 
 
 class _AioEvents:
-    def __init__(self, runtime: AioRuntime, session_id: str | None, kinds: Any) -> None:
+    """Events as an asyncio iterator; use it as an async context manager.
+
+    It ends (``StopAsyncIteration``) when the runtime is left; one entered
+    after that ends at once.  Iterated without being entered it yields
+    nothing, and ends when the runtime is left.
+    """
+
+    def __init__(self, runtime: AioRuntime, subscription: Subscription | None) -> None:
         self._runtime = runtime
-        self._session_id = session_id
-        self._kinds = kinds
+        self._subscription = subscription
         self._queue: asyncio.Queue[Event | None] = asyncio.Queue()
         self._scope: trio.CancelScope | None = None
+        if subscription is None:
+            self._end()
+
+    def _end(self) -> None:
+        self._queue.put_nowait(None)  # read again by every later reader
 
     async def __aenter__(self) -> _AioEvents:
         portal = self._runtime._portal
+        subscription = self._subscription
+        if subscription is None:
+            return self
         started = portal.loop.create_future()
 
-        async def forward() -> None:
-            with trio.CancelScope() as self._scope:
-                async with self._runtime._runtime.events(self._session_id, self._kinds) as events:
-                    portal.loop.call_soon_threadsafe(started.set_result, None)
-                    async for event in events:
-                        portal.loop.call_soon_threadsafe(self._queue.put_nowait, event)
-            portal.loop.call_soon_threadsafe(self._queue.put_nowait, None)
+        def settle() -> None:
+            if not started.done():
+                started.set_result(None)
 
-        portal.token.run_sync_soon(lambda: portal.system.start_soon(forward))
+        async def forward() -> None:
+            try:
+                with trio.CancelScope() as self._scope:
+                    async with subscription as events:
+                        portal.loop.call_soon_threadsafe(settle)
+                        async for event in events:
+                            portal.loop.call_soon_threadsafe(self._queue.put_nowait, event)
+            finally:
+                portal.loop.call_soon_threadsafe(self._end)
+                portal.loop.call_soon_threadsafe(settle)
+
+        def start() -> None:
+            try:
+                portal.system.start_soon(forward)
+            except RuntimeError:  # the runtime is gone
+                portal.loop.call_soon_threadsafe(self._end)
+                portal.loop.call_soon_threadsafe(settle)
+
+        try:
+            portal.token.run_sync_soon(start)
+        except trio.RunFinishedError:
+            self._end()
+            return self
         await started
         return self
 
@@ -257,6 +290,7 @@ class AioRuntime:
         self._runtime = runtime
         self._portal = portal
         self._handles: dict[str, AioSession] = {}
+        self._iterators: weakref.WeakSet[_AioEvents] = weakref.WeakSet()
 
     @property
     def store(self) -> Any:
@@ -284,7 +318,20 @@ class AioRuntime:
         return await self._portal.call(self._runtime.dead_letters)
 
     def events(self, session_id: str | None = None, kinds: Any = None) -> _AioEvents:
-        return _AioEvents(self, session_id, kinds)
+        """Events as an asyncio iterator (see ``_AioEvents``).
+
+        Raises:
+            InputRejected: bad arguments.
+        """
+        subscription = self._runtime.events(session_id, kinds)
+        iterator = _AioEvents(self, None if self._portal.closed else subscription)
+        self._iterators.add(iterator)
+        return iterator
+
+    def _close(self) -> None:
+        """End every event iterator (the runtime was left)."""
+        for iterator in list(self._iterators):
+            iterator._end()
 
 
 @asynccontextmanager
@@ -330,7 +377,11 @@ async def open_runtime(store: Any = None, **options: Any) -> AsyncIterator[AioRu
         yield runtime
     finally:
         portal: _Portal = leave["portal"]
-        portal.token.run_sync_soon(leave["event"].set)
+        try:
+            portal.token.run_sync_soon(leave["event"].set)
+        except trio.RunFinishedError:  # it crashed meanwhile
+            pass
         result = await asyncio.shield(finished)
         portal.closed = True
+        runtime._close()
         result.unwrap()

@@ -10,13 +10,15 @@ that thread (``trio.from_thread``) and blocks until it returns, so any number
 of threads may call at once.  Errors are the same typed exceptions.  Leaving
 the ``with`` block leaves the runtime exactly as the trio face does: turns in
 flight get ``shutdown_grace`` to commit and are then requeued, and waits still
-pending raise ``RuntimeClosed``.
+pending raise ``RuntimeClosed``; event iterators end, and a thread blocked
+reading one is released.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -24,7 +26,7 @@ from typing import Any
 import trio
 
 from ._errors import RuntimeClosed, WaitTimeout
-from ._events import Event
+from ._events import Event, Subscription
 
 __all__ = ["BlockingRuntime", "BlockingSession", "EventIterator", "open_runtime"]
 
@@ -121,27 +123,49 @@ class BlockingSession:
 
 
 class EventIterator:
-    """Events as a blocking iterator; use it as a context manager."""
+    """Events as a blocking iterator; use it as a context manager.
 
-    def __init__(self, runtime: BlockingRuntime, session_id: str | None, kinds: Any) -> None:
+    It ends (``StopIteration``) when the runtime is left, also for a thread
+    blocked in ``next``; one entered after that ends at once.  Iterated
+    without being entered it yields nothing, and ends when the runtime is left.
+    """
+
+    def __init__(self, runtime: BlockingRuntime, subscription: Subscription | None) -> None:
         self._runtime = runtime
-        self._session_id = session_id
-        self._kinds = kinds
+        self._subscription = subscription
         self._queue: queue.SimpleQueue[Event | None] = queue.SimpleQueue()
         self._scope: trio.CancelScope | None = None
+        if subscription is None:
+            self._end()
+
+    def _end(self) -> None:
+        self._queue.put(None)  # read again by every later reader
 
     def __enter__(self) -> EventIterator:
+        subscription = self._subscription
+        if subscription is None:
+            return self
         started = threading.Event()
 
         async def forward() -> None:
-            with trio.CancelScope() as self._scope:
-                async with self._runtime._runtime.events(self._session_id, self._kinds) as events:
-                    started.set()
-                    async for event in events:
-                        self._queue.put(event)
-            self._queue.put(None)
+            try:
+                with trio.CancelScope() as self._scope:
+                    async with subscription as events:
+                        started.set()
+                        async for event in events:
+                            self._queue.put(event)
+            finally:
+                self._end()
+                started.set()
 
-        self._runtime._portal.call_sync(lambda: self._runtime._system.start_soon(forward))
+        def start() -> None:
+            self._runtime._system.start_soon(forward)
+
+        try:
+            self._runtime._portal.call_sync(start)
+        except (RuntimeClosed, RuntimeError):  # left meanwhile
+            self._end()
+            return self
         started.wait()
         return self
 
@@ -180,6 +204,7 @@ class BlockingRuntime:
         self._system = system
         self._handles: dict[str, BlockingSession] = {}
         self._lock = threading.Lock()
+        self._iterators: weakref.WeakSet[EventIterator] = weakref.WeakSet()
 
     @property
     def store(self) -> Any:
@@ -208,7 +233,25 @@ class BlockingRuntime:
         return self._portal.call(self._runtime.dead_letters)
 
     def events(self, session_id: str | None = None, kinds: Any = None) -> EventIterator:
-        return EventIterator(self, session_id, kinds)
+        """Events as a blocking iterator (see :class:`EventIterator`).
+
+        Raises:
+            InputRejected: bad arguments.
+        """
+        # Checked here, in the caller's thread; the subscription is entered
+        # on the trio thread.  After the runtime was left: an ended iterator.
+        subscription = self._runtime.events(session_id, kinds)
+        iterator = EventIterator(self, None if self._portal.closed else subscription)
+        with self._lock:
+            self._iterators.add(iterator)
+        return iterator
+
+    def _close(self) -> None:
+        """End every event iterator (the runtime was left)."""
+        with self._lock:
+            iterators = list(self._iterators)
+        for iterator in iterators:
+            iterator._end()
 
 
 @contextmanager
@@ -258,5 +301,6 @@ def open_runtime(store: Any = None, **options: Any) -> Iterator[BlockingRuntime]
             pass
         portal.closed = True
         thread.join()
+        runtime._close()
         if failure:
             raise failure[0]

@@ -11,6 +11,7 @@ pending ``wait`` calls raise :class:`RuntimeClosed`.
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import random
 import time
@@ -54,6 +55,7 @@ from ._model import (
     StoredSession,
     check_session_id,
 )
+from ._model._values import check_text
 from ._kernel import ActorRef, spawn
 from .actors._comms import Comms
 from .actors._sources import DrainExit, DrainMode, SourceDrain
@@ -140,7 +142,9 @@ class Session:
         was seen before (``Deduplicated``).
 
         Raises:
-            InputRejected, NotReady, SessionDestroyed, Overloaded, StoreError.
+            InputRejected: a bad input, or a keyword that is not an ``Input``
+                field (nothing was submitted).  NotReady, SessionDestroyed,
+                Overloaded, StoreError.
         """
         inp = _as_input(input_or_payload, input_fields)
         return await self._ask(Submit(inp))  # type: ignore[no-any-return]
@@ -149,13 +153,19 @@ class Session:
         """Wait for the outcome of ``input_id``: ``Completed``, ``Abandoned``
         or ``Superseded``.  A terminal input answers at once.
 
+        Args:
+            timeout: seconds, a finite number >= 0; ``None`` waits without
+                a limit.
+
         Raises:
+            InputRejected: ``input_id`` is not a str (or not UTF-8
+                encodable), or ``timeout`` is not a finite number >= 0.
             InputNotFound: the session never had that input.
             WaitTimeout: not terminal within ``timeout`` seconds.
             RuntimeClosed: the runtime was left while waiting.
         """
-        if not isinstance(input_id, str):
-            raise InputRejected("input_id must be a str")
+        check_text(input_id, "input_id")
+        _check_timeout(timeout)
         waiter = Waiter()
         return await self._await(Wait(input_id, waiter), waiter, timeout)
 
@@ -187,7 +197,16 @@ class Session:
     async def ask(
         self, input_or_payload: Any, *, timeout: float | None = None, **input_fields: Any
     ) -> Outcome:
-        """``submit`` then ``wait`` for the input's outcome (one round trip)."""
+        """``submit`` then ``wait`` for the input's outcome (one round trip).
+
+        Every argument is checked before anything is submitted.
+
+        Raises:
+            InputRejected: a bad input, or ``timeout`` is not a finite number
+                >= 0 (nothing was submitted).  And what ``submit`` and
+                ``wait`` raise.
+        """
+        _check_timeout(timeout)
         inp = _as_input(input_or_payload, input_fields)
         waiter = Waiter()
         return await self._await(SubmitWait(inp, waiter), waiter, timeout)
@@ -235,6 +254,8 @@ class Session:
             NotReady: called from inside this session's own turn (it would
                 wait for itself).
         """
+        if not isinstance(cancel, bool):
+            raise InputRejected(f"cancel must be a bool, got {type(cancel).__name__}")
         if RUNNING_SESSION.get() == self.id:
             raise NotReady(
                 SessionState.RUNNING, f"session {self.id!r}: detach from inside its own turn"
@@ -247,7 +268,12 @@ class Session:
         return await self._ask(Read("state"))  # type: ignore[no-any-return]
 
     async def input(self, input_id: str) -> InputRecord | None:
-        """The record of one input (with its history), or ``None``."""
+        """The record of one input (with its history), or ``None``.
+
+        Raises:
+            InputRejected: ``input_id`` is not a str, or not UTF-8 encodable.
+        """
+        check_text(input_id, "input_id")
         return await self._ask(Read("input", (input_id,)))  # type: ignore[no-any-return]
 
     async def snapshot(self) -> Any:
@@ -255,7 +281,15 @@ class Session:
         return await self._ask(Read("snapshot"))
 
     async def receipt(self, run_id: str, sequence: int) -> Receipt | None:
-        """The receipt of boundary ``sequence`` of run ``run_id``, or ``None``."""
+        """The receipt of boundary ``sequence`` of run ``run_id``, or ``None``.
+
+        Raises:
+            InputRejected: ``run_id`` is not a UTF-8 encodable str, or
+                ``sequence`` is not an int.
+        """
+        check_text(run_id, "run_id")
+        if not _is_int(sequence):
+            raise InputRejected(f"sequence must be an int, got {type(sequence).__name__}")
         return await self._ask(Read("receipt", (run_id, sequence)))  # type: ignore[no-any-return]
 
     async def stats(self) -> SessionStats:
@@ -319,8 +353,13 @@ class Session:
             raise InputRejected("source_factory must be callable")
         if not isinstance(mode, DrainMode):
             raise InputRejected(f"mode must be a DrainMode, got {mode!r}")
+        _check_timeout(idle_timeout, "idle_timeout")
         if mode is DrainMode.TIMED and (idle_timeout is None or idle_timeout <= 0):
             raise InputRejected("a TIMED drain needs an idle_timeout > 0")
+        if name is not None:
+            check_text(name, "name")
+        if restart is not None and not isinstance(restart, RestartPolicy):
+            raise InputRejected(f"restart must be a RestartPolicy, got {type(restart).__name__}")
         drain = SourceDrain(
             session_id=self.id,
             ref=self._ref,
@@ -337,7 +376,26 @@ class Session:
         return drain
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_timeout(timeout: object, what: str = "timeout") -> None:
+    """``None``, or a finite number of seconds >= 0 (``inf`` is refused:
+    ``None`` is how to say "no limit")."""
+    if timeout is None:
+        return
+    if not _is_number(timeout) or not math.isfinite(timeout) or timeout < 0:  # type: ignore[arg-type,operator]
+        raise InputRejected(f"{what} must be None or a finite number >= 0, got {timeout!r}")
+
+
 def _as_input(value: Any, fields: dict[str, Any]) -> Input:
+    if "input_id" in fields:
+        raise InputRejected("input_id is set by the runtime")
     if isinstance(value, Input):
         if value.input_id is not None:
             raise InputRejected("input_id is set by the runtime")
@@ -474,7 +532,20 @@ class Runtime:
     ) -> Subscription:
         """Subscribe to events (an async context manager and iterator).
 
-        The subscription starts when it is entered."""
+        The subscription starts when it is entered.  Its iteration ends when
+        the runtime is left; one entered (or iterated) after that ends at once.
+
+        Raises:
+            InputRejected: a bad ``session_id``, or ``kinds`` is not a
+                collection of str (a bare str is refused).
+        """
+        if session_id is not None:
+            check_session_id(session_id)
+        if kinds is not None:
+            if isinstance(kinds, (str, bytes)) or not isinstance(kinds, Collection):
+                raise InputRejected("kinds must be a collection of str, or None")
+            for kind in kinds:
+                check_text(kind, "an event kind")
         return self._bus.subscribe(session_id, kinds)
 
     async def stats(self) -> RuntimeStats:
@@ -566,20 +637,33 @@ async def open_runtime(
         seed: seeds the random source of backoff jitter.
         id_factory: makes input and run ids (default: random UUID hex).
 
-    An exception raised in the body propagates unchanged.
+    An exception raised in the body propagates unchanged.  Every argument is
+    checked before anything opens: the counts must be ints (not bools) > 0,
+    ``shutdown_grace`` a finite number >= 0, ``seed`` an int or ``None``,
+    ``id_factory`` a callable or ``None``.
 
     Raises:
         RuntimeCrashed: a runtime-wide actor crashed.
-        InputRejected: bad arguments.  StoreError: the store could not open.
+        InputRejected: bad arguments (nothing was opened).
+        StoreError: the store could not open.
     """
-    try:
-        limits = Limits(
-            max_payload_bytes=max_payload_bytes, max_queued=max_queued, max_attempts=max_attempts
-        )
-    except (TypeError, ValueError) as exc:
-        raise InputRejected(str(exc)) from None
-    if not isinstance(shutdown_grace, (int, float)) or shutdown_grace < 0:
-        raise InputRejected("shutdown_grace must be a number >= 0")
+    for name, count in (
+        ("max_payload_bytes", max_payload_bytes),
+        ("max_queued", max_queued),
+        ("max_attempts", max_attempts),
+        ("event_buffer", event_buffer),
+    ):
+        if not _is_int(count) or count <= 0:
+            raise InputRejected(f"{name} must be an int > 0, got {count!r}")
+    limits = Limits(
+        max_payload_bytes=max_payload_bytes, max_queued=max_queued, max_attempts=max_attempts
+    )
+    if not _is_number(shutdown_grace) or not math.isfinite(shutdown_grace) or shutdown_grace < 0:
+        raise InputRejected(f"shutdown_grace must be a finite number >= 0, got {shutdown_grace!r}")
+    if seed is not None and not _is_int(seed):
+        raise InputRejected(f"seed must be an int or None, got {type(seed).__name__}")
+    if id_factory is not None and not callable(id_factory):
+        raise InputRejected("id_factory must be callable or None")
     if store is None:
         store = MemoryStore()
     elif isinstance(store, (str, os.PathLike, Path)):
@@ -622,6 +706,7 @@ async def open_runtime(
                 with trio.CancelScope(shield=True):
                     with trio.move_on_after(shutdown_grace + 2 * SHUTDOWN_BOUND):
                         await runtime._shutdown(shutdown_grace)
+                runtime._bus.close()  # also when the shutdown ran out of time
                 loops.cancel_scope.cancel()
             await _close_store(store)
             started = False

@@ -76,6 +76,7 @@ from ._values import (
     StateChange,
     StopReport,
     Superseded,
+    encodable,
     encode_json,
 )
 
@@ -88,7 +89,7 @@ RECENT_EPHEMERAL: Final = 1024
 
 def check_session_id(session_id: object) -> str:
     """Validate a session id: a ``str`` of 1 to 128 code points without
-    control characters.
+    control characters, that UTF-8 can encode (no lone surrogate).
 
     Raises:
         InputRejected: anything else.
@@ -101,6 +102,8 @@ def check_session_id(session_id: object) -> str:
         unicodedata.category(ch) == "Cc" for ch in session_id
     ):
         raise InputRejected("session id must not contain control characters")
+    if not encodable(session_id):
+        raise InputRejected("session id is not encodable as UTF-8 (it holds a lone surrogate)")
     return session_id
 
 
@@ -509,8 +512,11 @@ class SessionCore:
             None if inp.metadata is None else encode_json(dict(inp.metadata), what="metadata")
         )
         key = inp.idempotency_key
-        if key is not None and key in self.keys:
-            existing = self.keys[key]
+        durable = inp.durability is Durability.DURABLE
+        existing = None if key is None else self.keys.get(key)
+        # A durable submit is never acknowledged with an ephemeral input's id,
+        # which would not survive a restart: it is admitted and takes the key.
+        if existing is not None and not (durable and self._ephemeral(existing)):
             return Step(
                 reply=Deduplicated(input_id=existing, existing_input_id=existing),
                 delivered=() if outbox_id is None else (outbox_id,),
@@ -540,9 +546,17 @@ class SessionCore:
         records = [record]
         events: list[EventPart] = [AcceptedEvent(record)]
         if inp.supersession_key is not None:
+            # Supersession acts within one durability class: an ephemeral
+            # input never moves a durable one (that would write a record
+            # naming an input the store never holds), nor a durable one an
+            # ephemeral one.
             holders = self.supersession.get((inp.kind, inp.supersession_key), ())
             older = sorted(
-                (r for r in map(self.active.__getitem__, holders) if r.state is InputState.QUEUED),
+                (
+                    r
+                    for r in map(self.active.__getitem__, holders)
+                    if r.state is InputState.QUEUED and r.durability is inp.durability
+                ),
                 key=lambda r: r.seq,
             )
             gone = [_moved(r, InputEvent.SUPERSEDE, now, superseded_by=input_id) for r in older]
@@ -960,18 +974,36 @@ class SessionCore:
 
     # -- adoption ----------------------------------------------------------------
 
+    def _ephemeral(self, input_id: str) -> bool:
+        """Whether ``input_id`` is an ephemeral input still remembered.
+
+        An id held in ``keys`` but not in memory is a durable input's: an
+        ephemeral input's key is forgotten with its record."""
+        record = self.lookup(input_id)
+        return record is not None and record.durability is Durability.EPHEMERAL
+
     def _adopt(self, record: InputRecord) -> None:
         """Index one record whose new version is committed."""
         input_id = record.input_id
         previous = self.active.get(input_id)
-        if record.idempotency_key is not None:
-            self.keys[record.idempotency_key] = input_id
+        key = record.idempotency_key
+        if key is not None:
+            holder = self.keys.get(key)
+            if holder is None or (
+                holder != input_id and record.durable and self._ephemeral(holder)
+            ):
+                self.keys[key] = input_id
         if record.state.terminal:
             self.active.pop(input_id, None)
             if record.durability is Durability.EPHEMERAL:
                 self.recent[input_id] = record
                 if len(self.recent) > RECENT_EPHEMERAL:
-                    self.recent.popitem(last=False)
+                    _, evicted = self.recent.popitem(last=False)
+                    # Its key lives only as long as its record is remembered:
+                    # a Deduplicated must name an input that wait still knows.
+                    gone = evicted.idempotency_key
+                    if gone is not None and self.keys.get(gone) == evicted.input_id:
+                        del self.keys[gone]
             if record.supersession_key is not None:
                 skey = (record.kind, record.supersession_key)
                 holders = self.supersession.get(skey)

@@ -37,8 +37,10 @@ __all__ = [
     "StateChange",
     "StopReport",
     "Superseded",
+    "check_text",
     "decode_json",
     "encode_json",
+    "encodable",
 ]
 
 #: Record version written by this release; reading any other fails loudly.
@@ -181,6 +183,31 @@ def _to_durability(value: Durability | str) -> Durability:
         raise InputRejected(f"unknown durability {value!r}") from None
 
 
+def encodable(text: str) -> bool:
+    """Whether ``text`` can be stored as UTF-8 (it holds no lone surrogate)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def check_text(value: object, what: str) -> str:
+    """Validate an identifier given to the public API: a ``str`` that UTF-8
+    can encode (every store keeps text as UTF-8), checked before any lookup.
+
+    Raises:
+        InputRejected: not a ``str``, or it holds a lone surrogate.
+    """
+    if not isinstance(value, str):
+        raise InputRejected(f"{what} must be a str, got {type(value).__name__}")
+    if not encodable(value):
+        raise InputRejected(f"{what} is not encodable as UTF-8 (it holds a lone surrogate)")
+    return value
+
+
 def _optional_key(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if value is None:
         return
@@ -188,11 +215,13 @@ def _optional_key(instance: Any, attribute: attrs.Attribute[Any], value: Any) ->
         raise InputRejected(
             f"{attribute.name} must be a non-empty str of at most {MAX_KEY_LENGTH} characters"
         )
+    check_text(value, attribute.name)
 
 
 def _kind(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if not isinstance(value, str) or not value or len(value) > 128:
         raise InputRejected("kind must be a non-empty str of at most 128 characters")
+    check_text(value, "kind")
 
 
 def _metadata(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -220,7 +249,10 @@ class Input:
     executor; leave it unset when submitting.
 
     Raises:
-        InputRejected: for arguments of the wrong type or an unknown handling.
+        InputRejected: for arguments of the wrong type, an unknown handling,
+            or a key, kind or correlation id that UTF-8 cannot encode (a lone
+            surrogate).  A payload or metadata that UTF-8 cannot encode is
+            rejected by ``submit``, which encodes them.
     """
 
     payload: Any
