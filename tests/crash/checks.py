@@ -17,7 +17,9 @@ runtime closed it; nothing here goes through suricate's own code.
   are never abandoned or rerun); every ``CONSUMED`` input is named by exactly
   one receipt, of the run it records (consumed once, by a run that
   committed it);
-- a ``STOPPED`` or ``DESTROYED`` session holds no active input;
+- a ``STOPPED`` or ``DESTROYED`` session holds no active input, and an
+  input abandoned as ``DESTROYED`` is in a destroyed session (a destroy
+  commits whole);
 - every outbox row comes from a turn that committed (a receipt of its run)
   and is delivered at most once: a ``delivered`` row is exactly one input of
   its target (by its ``suricate:outbox:<id>`` key), any other row none; with
@@ -119,6 +121,9 @@ def check_store(snap: Snapshot, *, max_attempts: int, settled: bool = False) -> 
             )
         if r.state == "consumed":
             assert receipts, f"{where}: consumed without a receipt naming it"
+        if r.reason == "destroyed":
+            state = snap.sessions.get(r.session_id)
+            assert state == "destroyed", f"{where}: abandoned as destroyed in a {state} session"
     for sid, state in snap.sessions.items():
         if state in ("stopped", "destroyed"):
             active = [r.input_id for r in snap.of(sid) if r.state in ACTIVE]

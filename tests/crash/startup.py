@@ -277,11 +277,17 @@ async def final_check(db: Path, acks: Path) -> collections.Counter[str]:
 
 
 async def settle(rt: suricate.Runtime) -> None:
-    """Wait until every open session's comms drain has nothing left to deliver."""
+    """Wait until every open session's comms drain has nothing left to deliver
+    (a ``STOPPED`` session keeps its rows until it is revived: not waited for)."""
     while True:
         for drain in list(rt._comms.drains.values()):
             await drain.idle.wait()
-        waiting = [s for s in rt.sessions() if await rt.store.load_outbox(s.id, limit=1)]
+        waiting = [
+            s
+            for s in rt.sessions()
+            if await rt.store.load_outbox(s.id, limit=1)
+            and await s.state() is not suricate.SessionState.STOPPED
+        ]
         if not waiting:
             return
         for s in waiting:
