@@ -11,8 +11,10 @@ seconds after it is ready, and :func:`recover_and_check` reopens the file:
   without the receipt of its run, no active input in a ``STOPPED`` or
   ``DESTROYED`` session, each peer message delivered at most once and only
   from a committed turn);
-- every acknowledged input is present after the reopen, and memory equals
-  the store for every session (``memory_view == durable_view``);
+- every acknowledged input is present after the reopen, each session's
+  ``RecoveryReport`` is what the recovery rules predict from the file, and
+  memory equals the store for every session (``memory_view ==
+  durable_view``);
 - a ``STOPPED`` or ``DESTROYED`` session holds no active input; a
   ``DESTROYED`` one refuses new input with ``SessionDestroyed``, a
   ``RETIRED`` one with ``NotReady``;
@@ -52,7 +54,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import checks  # noqa: E402
 from control_workload import MAX_ATTEMPTS  # noqa: E402
-from startup import settle  # noqa: E402
+from startup import expected_report, settle  # noqa: E402
 
 WORKLOAD = Path(__file__).with_name("control_workload.py")
 STEP_TIMEOUT = 60.0
@@ -120,7 +122,16 @@ async def recover_and_check(db: Path, log: Path) -> dict[str, Any]:
     async with suricate.open_runtime(db, max_attempts=MAX_ATTEMPTS) as rt:
         with trio.fail_after(STEP_TIMEOUT):
             for session_id in await rt.store.list_sessions():
-                await rt.open_session(session_id)
+                s = await rt.open_session(session_id)
+                assert s.recovered is not None
+                got = {
+                    "recovered": s.recovered.inputs_recovered,
+                    "requeued": s.recovered.inputs_requeued,
+                    "abandoned": s.recovered.inputs_abandoned,
+                    "details": len(s.recovered.details),
+                }
+                expected = expected_report(left, session_id)
+                assert got == expected, f"{session_id}: recovery reported {got}, expected {expected}"
             await settle(rt)
             for s in rt.sessions():
                 assert await memory_view(s) == await durable_view(rt.store, s.id), s.id
