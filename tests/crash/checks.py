@@ -122,8 +122,8 @@ def check_store(snap: Snapshot, *, max_attempts: int, settled: bool = False) -> 
         if r.state == "consumed":
             assert receipts, f"{where}: consumed without a receipt naming it"
         if r.reason == "destroyed":
-            state = snap.sessions.get(r.session_id)
-            assert state == "destroyed", f"{where}: abandoned as destroyed in a {state} session"
+            owner = snap.sessions.get(r.session_id)
+            assert owner == "destroyed", f"{where}: abandoned as destroyed in a {owner} session"
     for sid, state in snap.sessions.items():
         if state in ("stopped", "destroyed"):
             active = [r.input_id for r in snap.of(sid) if r.state in ACTIVE]
@@ -135,10 +135,10 @@ def check_store(snap: Snapshot, *, max_attempts: int, settled: bool = False) -> 
     )
     committed_runs = {(sid, run_id) for sid, run_id, _ in snap.receipts}
     states: collections.Counter[str] = collections.Counter()
-    for row_id, (sender, run_id, target, state) in snap.outbox.items():
+    for row_id, (sender, from_run, target, state) in snap.outbox.items():
         states[state] += 1
-        assert (sender, run_id) in committed_runs, (
-            f"outbox row {row_id} ({sender} -> {target}) comes from run {run_id}, "
+        assert (sender, from_run) in committed_runs, (
+            f"outbox row {row_id} ({sender} -> {target}) comes from run {from_run}, "
             "which never committed"
         )
         expected = 1 if state == "delivered" else 0
