@@ -174,5 +174,15 @@ def missing_acks(snap: Snapshot, acked: dict[str, list[str]]) -> list[str]:
     ]
 
 
+def reported(report: Any) -> dict[str, int]:
+    """A ``RecoveryReport`` as the counts the campaigns compare with the file."""
+    return {
+        "recovered": report.inputs_recovered,
+        "requeued": report.inputs_requeued,
+        "abandoned": report.inputs_abandoned,
+        "details": len(report.details),
+    }
+
+
 def describe(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)

@@ -124,12 +124,7 @@ async def recover_and_check(db: Path, log: Path) -> dict[str, Any]:
             for session_id in await rt.store.list_sessions():
                 s = await rt.open_session(session_id)
                 assert s.recovered is not None
-                got = {
-                    "recovered": s.recovered.inputs_recovered,
-                    "requeued": s.recovered.inputs_requeued,
-                    "abandoned": s.recovered.inputs_abandoned,
-                    "details": len(s.recovered.details),
-                }
+                got = checks.reported(s.recovered)
                 expected = expected_report(left, session_id)
                 assert got == expected, f"{session_id}: recovery reported {got}, expected {expected}"
             await settle(rt)

@@ -240,12 +240,7 @@ async def final_check(db: Path, acks: Path) -> collections.Counter[str]:
             for session_id in ids:
                 s = await rt.open_session(session_id)
                 assert s.recovered is not None
-                got = {
-                    "recovered": s.recovered.inputs_recovered,
-                    "requeued": s.recovered.inputs_requeued,
-                    "abandoned": s.recovered.inputs_abandoned,
-                    "details": len(s.recovered.details),
-                }
+                got = checks.reported(s.recovered)
                 expected = expected_report(pre, session_id)
                 assert got == expected, f"{session_id}: recovery reported {got}, expected {expected}"
                 counts["requeued"] += got["requeued"]
