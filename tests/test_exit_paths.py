@@ -30,8 +30,10 @@ class _CrashingStore(SqliteStore):
         nursery.start_soon(background)
 
 
-def _store_threads() -> list[str]:
-    return [t.name for t in threading.enumerate() if t.name.startswith("suricate-")]
+def _store_threads(path: Path) -> list[str]:
+    """The store's connection threads of ``path`` still alive (named after its file)."""
+    names = {f"suricate-writer-{path.name}", f"suricate-reader-{path.name}"}
+    return [t.name for t in threading.enumerate() if t.name in names]
 
 
 async def _noop(turn: suricate.Turn) -> None:
@@ -39,7 +41,7 @@ async def _noop(turn: suricate.Turn) -> None:
 
 
 async def test_after_runtime_crashed_the_same_process_reopens_the_file(tmp_path: Path) -> None:
-    path = tmp_path / "agent.db"
+    path = tmp_path / "exit-after-crash.db"
     store = _CrashingStore(path)
     with trio.fail_after(30):
         with pytest.raises(suricate.RuntimeCrashed):
@@ -49,7 +51,7 @@ async def test_after_runtime_crashed_the_same_process_reopens_the_file(tmp_path:
                 await s.ask({"before": "the crash"})
                 store.crash.set()
                 await trio.sleep_forever()
-        assert _store_threads() == []
+        assert _store_threads(path) == []
         async with suricate.open_runtime(path) as rt:
             s = await rt.open_session("s")
             await s.attach(_noop)
@@ -57,7 +59,7 @@ async def test_after_runtime_crashed_the_same_process_reopens_the_file(tmp_path:
 
 
 async def test_after_a_cancelled_exit_the_same_process_reopens_the_file(tmp_path: Path) -> None:
-    path = tmp_path / "agent.db"
+    path = tmp_path / "exit-after-cancel.db"
     with trio.fail_after(30):
         with trio.CancelScope() as scope:
             async with suricate.open_runtime(path) as rt:
@@ -67,7 +69,7 @@ async def test_after_a_cancelled_exit_the_same_process_reopens_the_file(tmp_path
                 scope.cancel()
                 await trio.sleep_forever()
         assert scope.cancelled_caught
-        assert _store_threads() == []
+        assert _store_threads(path) == []
         async with suricate.open_runtime(path) as rt:
             assert (await rt.open_session("s")).id == "s"
 
@@ -75,7 +77,7 @@ async def test_after_a_cancelled_exit_the_same_process_reopens_the_file(tmp_path
 async def test_an_exception_in_the_body_releases_the_file_and_propagates_unchanged(
     tmp_path: Path,
 ) -> None:
-    path = tmp_path / "agent.db"
+    path = tmp_path / "exit-after-raise.db"
 
     class Boom(Exception):
         pass
@@ -85,6 +87,6 @@ async def test_an_exception_in_the_body_releases_the_file_and_propagates_unchang
             async with suricate.open_runtime(path) as rt:
                 await rt.open_session("s")
                 raise Boom
-        assert _store_threads() == []
+        assert _store_threads(path) == []
         async with suricate.open_runtime(path) as rt:
             await rt.open_session("s")

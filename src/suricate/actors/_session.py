@@ -20,6 +20,7 @@ is cancelling that scope.  The loop answers every turn with one
 
 from __future__ import annotations
 
+import collections
 import logging
 import random
 import time
@@ -175,6 +176,7 @@ class SessionActor(Actor):
         self._ready = False  # the loop waits for a turn
         self._turn: TurnStart | None = None  # handed to the loop, not yet reported
         self._unsettled: TurnStart | None = None  # reported, but its settling failed
+        self._registry_backlog: collections.deque[Any] = collections.deque()
         self._handlers: dict[type, Callable[[Any], Awaitable[Any]]] = {
             Submit: self._submit,
             SubmitWait: self._submit_wait,
@@ -200,7 +202,11 @@ class SessionActor(Actor):
         return self.core.id
 
     async def actor_receive(self, message: Any) -> Any:
-        return await self._handlers[type(message)](message)
+        try:
+            return await self._handlers[type(message)](message)
+        finally:
+            if self._registry_backlog:
+                await self._flush_registry()
 
     # -- the one commit path ---------------------------------------------------------
 
@@ -284,10 +290,21 @@ class SessionActor(Actor):
     def _tell_registry(self, message: Any) -> None:
         # FIFO order is what keeps a resolution behind the registration it
         # answers; the registry handles a message to its idle mailbox at once.
-        try:
-            self.registry.tell_nowait(message)
-        except trio.WouldBlock:
-            self.loop_nursery.start_soon(self.registry.tell, message)
+        # A full mailbox queues the message here, and so do all after it,
+        # until the handler's end sends them in order.
+        if not self._registry_backlog:
+            try:
+                self.registry.tell_nowait(message)
+                return
+            except trio.WouldBlock:
+                pass
+        self._registry_backlog.append(message)
+
+    async def _flush_registry(self) -> None:
+        backlog = self._registry_backlog
+        while backlog:
+            await self.registry.tell(backlog[0])
+            backlog.popleft()
 
     def emit(self, kind: str, data: Mapping[str, Any], *, run_id: str | None = None) -> None:
         _log(kind, self.core.id, None, run_id, data)
