@@ -20,7 +20,6 @@ is cancelling that scope.  The loop answers every turn with one
 
 from __future__ import annotations
 
-import collections
 import logging
 import random
 import time
@@ -176,7 +175,7 @@ class SessionActor(Actor):
         self._ready = False  # the loop waits for a turn
         self._turn: TurnStart | None = None  # handed to the loop, not yet reported
         self._unsettled: TurnStart | None = None  # reported, but its settling failed
-        self._registry_backlog: collections.deque[Any] = collections.deque()
+        self._registry_backlog: list[Any] = []  # rarely used: a list costs an idle session least
         self._handlers: dict[type, Callable[[Any], Awaitable[Any]]] = {
             Submit: self._submit,
             SubmitWait: self._submit_wait,
@@ -304,7 +303,7 @@ class SessionActor(Actor):
         backlog = self._registry_backlog
         while backlog:
             await self.registry.tell(backlog[0])
-            backlog.popleft()
+            del backlog[0]
 
     def emit(self, kind: str, data: Mapping[str, Any], *, run_id: str | None = None) -> None:
         _log(kind, self.core.id, None, run_id, data)
