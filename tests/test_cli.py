@@ -13,14 +13,27 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = shutil.which("suricate") or str(Path(sys.executable).with_name("suricate"))
+SRC = Path(__file__).resolve().parent.parent / "src"
+# ``python -m suricate`` with this checkout's sources first on the path: the
+# command under test is the one of the code under test, not whatever
+# ``suricate`` entry point happens to be installed.
+SCRIPT = [sys.executable, "-m", "suricate"]
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))}
 
 
-def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run(*args: str, timeout: float = 120, columns: int = 200) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [SCRIPT, *args], capture_output=True, text=True, timeout=timeout,
-        env={**os.environ, "COLUMNS": "200"},
+        [*SCRIPT, *args], capture_output=True, text=True, timeout=timeout,
+        env={**ENV, "COLUMNS": str(columns)},
     )
+
+
+def test_the_command_under_test_is_this_checkout() -> None:
+    proc = subprocess.run(
+        [*SCRIPT[:1], "-c", "import suricate.cli; print(suricate.cli.__file__)"],
+        capture_output=True, text=True, env=ENV,
+    )
+    assert Path(proc.stdout.strip()).resolve().is_relative_to(SRC)
 
 
 @pytest.fixture(scope="module")
@@ -98,8 +111,8 @@ def test_bad_arguments_get_a_clear_message_and_a_nonzero_exit(demo_db, tmp_path,
 def test_read_only_commands_work_while_a_daemon_owns_the_file(tmp_path) -> None:
     db = tmp_path / "live.db"
     daemon = subprocess.Popen(
-        [SCRIPT, "demo", "--db", str(db), "--sessions", "2", "--inputs", "400", "--think", "0.01"],
-        stdout=subprocess.PIPE, text=True,
+        [*SCRIPT, "demo", "--db", str(db), "--sessions", "2", "--inputs", "400", "--think", "0.01"],
+        stdout=subprocess.PIPE, text=True, env=ENV,
     )
     try:
         assert daemon.stdout is not None
@@ -120,7 +133,7 @@ def test_read_only_commands_work_while_a_daemon_owns_the_file(tmp_path) -> None:
 def test_an_interrupted_demo_resumes_on_rerun_and_completes_everything(tmp_path) -> None:
     db = tmp_path / "resume.db"
     args = ["demo", "--db", str(db), "--sessions", "4", "--inputs", "150", "--think", "0.01"]
-    first = subprocess.Popen([SCRIPT, *args], stdout=subprocess.PIPE, text=True)
+    first = subprocess.Popen([*SCRIPT, *args], stdout=subprocess.PIPE, text=True, env=ENV)
     assert first.stdout is not None
     lines = []
     for line in first.stdout:
