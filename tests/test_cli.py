@@ -150,3 +150,56 @@ def test_an_interrupted_demo_resumes_on_rerun_and_completes_everything(tmp_path)
     assert second.returncode == 0, second.stderr
     assert "recovered" in second.stdout
     assert "summary: 600 of 600 inputs completed" in second.stdout
+
+
+STALLING_WORKLOAD = """
+import sys, trio, suricate
+
+async def agent(turn):
+    print("running", turn.inputs[0].input_id, flush=True)
+    await trio.sleep_forever()
+
+async def main():
+    async with suricate.open_runtime(sys.argv[1]) as rt:
+        s = await rt.open_session("worker-with-a-long-session-name")
+        await s.attach(agent)
+        await s.submit({"text": "stall"})
+        await trio.sleep_forever()
+
+trio.run(main)
+"""
+
+
+def test_recover_after_a_kill_reports_the_recovery_that_ran_at_open(tmp_path) -> None:
+    db = tmp_path / "killed.db"
+    workload = subprocess.Popen(
+        [sys.executable, "-c", STALLING_WORKLOAD, str(db)], stdout=subprocess.PIPE, text=True, env=ENV,
+    )
+    assert workload.stdout is not None
+    line = workload.stdout.readline()
+    assert line.startswith("running "), line
+    input_id = line.split()[1]
+    workload.kill()  # mid-turn: the input is STAGED in the file
+    workload.wait(timeout=30)
+    workload.stdout.close()
+    staged = json.loads(run("inputs", str(db), "worker-with-a-long-session-name", "--json").stdout)
+    assert [(i["input_id"], i["state"]) for i in staged] == [(input_id, "staged")]
+
+    for suffix in ("", "-wal", "-shm"):  # the same file, to run the table form on it too
+        if Path(f"{db}{suffix}").exists():
+            shutil.copy(f"{db}{suffix}", tmp_path / f"copy.db{suffix}")
+
+    proc = run("recover", str(db), "--json")
+    assert proc.returncode == 0, proc.stderr
+    (report,) = json.loads(proc.stdout)
+    assert report["session"] == "worker-with-a-long-session-name"
+    assert report["requeued"] == 1 and report["abandoned"] == 0
+    assert any(input_id in d and "requeued" in d for d in report["details"])
+    # a second recovery finds nothing to do, and says so
+    (second,) = json.loads(run("recover", str(db), "--json").stdout)
+    assert second["requeued"] == 0 and second["details"] == []
+
+    table = run("recover", str(tmp_path / "copy.db"), columns=80)
+    assert table.returncode == 0, table.stderr
+    assert input_id in table.stdout and "requeued" in table.stdout
+    assert "worker-with-a-long-session-name" in table.stdout

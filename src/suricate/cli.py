@@ -82,19 +82,82 @@ def _corrupt(exc: RecoveryCorruption) -> CliError:
     return CliError(f"{exc} (see docs/durability.md, Corruption)")
 
 
-def _emit(rows: list[dict[str, Any]], columns: Sequence[str], as_json: bool, title: str) -> None:
+def _emit(
+    rows: list[dict[str, Any]],
+    columns: Sequence[str],
+    as_json: bool,
+    title: str,
+    *,
+    ids: Sequence[str] = (),
+) -> None:
+    """Print ``rows`` as JSON, or as a table that never cuts a value.
+
+    An id column (``ids``) is as wide as its longest id, so that each id can
+    be copied from the table in one piece; the other columns share the rest
+    of the terminal's width and fold a long value over several lines
+    (nothing is ever replaced by an ellipsis).  When the ids do not fit
+    side by side at this width, each row is printed as a block of
+    ``column: value`` lines instead.  A list is printed one item a line.
+    """
     if as_json:
         click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
         return
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=title)
-    for column in columns:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
-    Console().print(table)
+    console = Console(soft_wrap=False)
+    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+    natural = [
+        max([len(column), *(len(line) for r in cells for line in r[i].splitlines())])
+        for i, column in enumerate(columns)
+    ]
+    widths = _fit(
+        natural,
+        [len(c) if c not in ids else None for c in columns],
+        console.width - (3 * len(columns) + 1),
+    )
+    click.echo(title)
+    if widths is None:
+        for r in cells:
+            for column, value in zip(columns, r):
+                lines = value.splitlines() or [""]
+                click.echo(f"  {column}: {lines[0]}")
+                for line in lines[1:]:
+                    click.echo(f"  {' ' * len(column)}  {line}")
+            click.echo("")
+        return
+    table = Table()
+    for column, width in zip(columns, widths):
+        table.add_column(column, overflow="fold", no_wrap=False, width=width)
+    for r in cells:
+        table.add_row(*r)
+    console.print(table)
+
+
+def _fit(natural: list[int], floors: list[int | None], available: int) -> list[int] | None:
+    """Column widths within ``available``: a column whose floor is None is
+    kept whole (an id), the others are narrowed, widest first, down to their
+    floor (the header's width); None if that is not enough."""
+    widths = list(natural)
+    excess = sum(widths) - available
+    while excess > 0:
+        narrowable = [
+            i for i, (w, floor) in enumerate(zip(widths, floors)) if floor is not None and w > floor
+        ]
+        if not narrowable:
+            return None
+        widest = max(narrowable, key=lambda i: widths[i])
+        widths[widest] -= 1
+        excess -= 1
+    return widths
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        return "\n".join(_cell(v) for v in value)
+    return str(value)
 
 
 def _when(at: float | None) -> str | None:
@@ -133,7 +196,7 @@ def inspect(db: str, as_json: bool) -> None:
                     "last_activity": _when(max(filter(None, (updated, last)), default=None)),
                 }
             )
-    _emit(rows, ["session", "state", *(s.value for s in InputState), "last_activity"], as_json, db)
+    _emit(rows, ["session", "state", *(s.value for s in InputState), "last_activity"], as_json, db, ids=["session"])
 
 
 @main.command()
@@ -166,7 +229,7 @@ def inputs(db: str, session: str, state: str | None, as_json: bool) -> None:
         }
         for r in records
     ]
-    _emit(rows, ["input_id", "seq", "kind", "state", "attempt", "reason", "submitted"], as_json, session)
+    _emit(rows, ["input_id", "seq", "kind", "state", "attempt", "reason", "submitted"], as_json, session, ids=["input_id"])
 
 
 @main.command()
@@ -265,7 +328,7 @@ def receipts(db: str, session: str, as_json: bool) -> None:
             }
             for r in found
         ]
-    _emit(rows, ["run_id", "sequence", "inputs", "at"], as_json, f"receipts of {session}")
+    _emit(rows, ["run_id", "sequence", "inputs", "at"], as_json, f"receipts of {session}", ids=["run_id", "inputs"])
 
 
 @main.command()
@@ -273,7 +336,13 @@ def receipts(db: str, session: str, as_json: bool) -> None:
 @click.argument("session", required=False)
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 def recover(db: str, session: str | None, as_json: bool) -> None:
-    """Run recovery on DB (one SESSION, or all) and print the reports."""
+    """Run recovery on DB (one SESSION, or all) and print what it did.
+
+    Each session's report is the one of the recovery that opening it ran:
+    how many inputs it found active, requeued (a run the last process did
+    not finish) and abandoned (attempts spent), and a line per input it
+    moved.  A file whose last owner stopped cleanly has nothing to recover.
+    """
     with _open_ro(db) as database:
         if session is not None:
             _require_session(database, session)
@@ -285,15 +354,17 @@ def recover(db: str, session: str | None, as_json: bool) -> None:
         async with open_runtime(db) as rt:
             ids = [session] if session else await rt.store.list_sessions()
             for sid in ids:
+                # Opening a stored session runs its recovery: report that one
+                # (a second recover() would find nothing left to do).
                 s = await rt.open_session(sid)
-                report = await s.recover()
+                report = s.recovered
                 out.append(
                     {
                         "session": sid,
-                        "recovered": report.inputs_recovered,
-                        "requeued": report.inputs_requeued,
-                        "abandoned": report.inputs_abandoned,
-                        "details": list(report.details),
+                        "recovered": report.inputs_recovered if report else 0,
+                        "requeued": report.inputs_requeued if report else 0,
+                        "abandoned": report.inputs_abandoned if report else 0,
+                        "details": list(report.details) if report else [],
                     }
                 )
         return out
@@ -302,7 +373,12 @@ def recover(db: str, session: str | None, as_json: bool) -> None:
         rows = trio.run(run)
     except SuricateError as exc:
         raise CliError(str(exc)) from None
-    _emit(rows, ["session", "recovered", "requeued", "abandoned"], as_json, f"recovery of {db}")
+    _emit(
+        rows, ["session", "recovered", "requeued", "abandoned"], as_json, f"recovery of {db}", ids=["session"]
+    )
+    if not as_json:
+        details = [f"{row['session']}: {line}" for row in rows for line in row["details"]]
+        click.echo("\n".join(details) if details else "recovery moved no input")
 
 
 @main.command()
