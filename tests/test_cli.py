@@ -50,7 +50,8 @@ def test_inspect_lists_every_session_as_json(demo_db) -> None:
     assert proc.returncode == 0, proc.stderr
     sessions = json.loads(proc.stdout)
     assert [s["session"] for s in sessions] == ["agent-0", "agent-1", "agent-2"]
-    assert all(s["state"] == "idle" and s["consumed"] >= 20 for s in sessions)
+    assert all(s["stored_state"] == "idle" and s["consumed"] >= 20 for s in sessions)
+    assert all(s["last_turn"] is not None for s in sessions)
     table = run("inspect", str(demo_db))
     assert table.returncode == 0 and "agent-2" in table.stdout
 
@@ -122,6 +123,8 @@ def test_read_only_commands_work_while_a_daemon_owns_the_file(tmp_path) -> None:
         proc = run("inspect", str(db), "--json")
         assert proc.returncode == 0, proc.stderr
         assert {s["session"] for s in json.loads(proc.stdout)} == {"agent-0", "agent-1"}
+        table = run("inspect", str(db))
+        assert "owned by a running runtime (pid" in table.stdout and "as stored" in table.stdout
         locked = run("recover", str(db))
         assert locked.returncode != 0 and "owned by another runtime" in locked.stderr
     finally:
@@ -203,3 +206,73 @@ def test_recover_after_a_kill_reports_the_recovery_that_ran_at_open(tmp_path) ->
     assert table.returncode == 0, table.stderr
     assert input_id in table.stdout and "requeued" in table.stdout
     assert "worker-with-a-long-session-name" in table.stdout
+
+
+LONG = "planner-for-the-quarterly-report-of-the-northern-region"
+
+
+@pytest.fixture(scope="module")
+def rich_db(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    """A store whose inputs use every field: two sessions with long ids."""
+    import trio
+
+    import suricate
+
+    db = tmp_path_factory.mktemp("fields") / "fields.db"
+
+    async def agent(turn: suricate.Turn) -> suricate.TurnResult:
+        if turn.inputs[0].payload.get("fail"):
+            raise ValueError("the model said no")
+        return suricate.TurnResult(result={"answer": 42})
+
+    async def build() -> list[str]:
+        async with suricate.open_runtime(str(db), max_attempts=2) as rt:
+            ids = []
+            for sid in (LONG, LONG + "-2"):
+                s = await rt.open_session(sid)
+                await s.attach(agent, retry=None)
+                ack = await s.submit(
+                    {"fail": True}, kind="task", idempotency_key="key-1", supersession_key="topic",
+                    correlation_id="corr-7", metadata={"from": "tests"},
+                )
+                ok = await s.submit({"fail": False}, kind="task")
+                await s.wait(ack.input_id, timeout=30)
+                await s.wait(ok.input_id, timeout=30)
+                ids += [ack.input_id, ok.input_id]
+            return ids
+
+    return db, trio.run(build)
+
+
+def test_ids_are_never_cut_at_80_columns(rich_db) -> None:
+    db, input_ids = rich_db
+    inspected = run("inspect", str(db), columns=80)
+    assert inspected.returncode == 0, inspected.stderr
+    assert LONG in inspected.stdout and LONG + "-2" in inspected.stdout
+    assert "…" not in inspected.stdout
+    for sid, ids in ((LONG, input_ids[:2]), (LONG + "-2", input_ids[2:])):
+        listed = run("inputs", str(db), sid, columns=80)
+        assert listed.returncode == 0, listed.stderr
+        assert all(i in listed.stdout for i in ids), listed.stdout
+        assert "…" not in listed.stdout
+    demo_like = run("receipts", str(db), LONG, columns=80)
+    assert input_ids[1] in demo_like.stdout and "…" not in demo_like.stdout
+
+
+def test_show_prints_every_field_of_the_input(rich_db) -> None:
+    db, input_ids = rich_db
+    shown = json.loads(run("show", str(db), LONG, input_ids[0], "--json").stdout)
+    assert shown["correlation_id"] == "corr-7"
+    assert shown["supersession_key"] == "topic"
+    assert shown["idempotency_key"] == "key-1"
+    assert shown["durability"] == "durable"
+    assert shown["metadata"] == {"from": "tests"}
+    assert shown["attempt"] == 2 and shown["run_id"]
+    assert shown["state"] == "abandoned" and shown["reason"] == "max_attempts"
+    assert "the model said no" in shown["error"]
+    done = json.loads(run("show", str(db), LONG, input_ids[1], "--json").stdout)
+    assert done["result"] == {"answer": 42}
+    text = run("show", str(db), LONG, input_ids[0], columns=80).stdout
+    for needle in ("correlation_id: \"corr-7\"", "supersession_key: \"topic\"", "durability: \"durable\"",
+                   "metadata: {\"from\": \"tests\"}", "attempt: 2", "error: ", "the model said no"):
+        assert needle in text, (needle, text)

@@ -111,10 +111,9 @@ def _emit(
         max([len(column), *(len(line) for r in cells for line in r[i].splitlines())])
         for i, column in enumerate(columns)
     ]
-    widths = _fit(
-        natural,
-        [len(c) if c not in ids else None for c in columns],
-        console.width - (3 * len(columns) + 1),
+    available = console.width - (3 * len(columns) + 1)  # borders and padding
+    widths = _fit(natural, [None if c in ids else len(c) for c in columns], available) or _fit(
+        natural, [None if c in ids else min(len(c), 4) for c in columns], available
     )
     click.echo(title)
     if widths is None:
@@ -137,7 +136,7 @@ def _emit(
 def _fit(natural: list[int], floors: list[int | None], available: int) -> list[int] | None:
     """Column widths within ``available``: a column whose floor is None is
     kept whole (an id), the others are narrowed, widest first, down to their
-    floor (the header's width); None if that is not enough."""
+    floor; None if that is not enough."""
     widths = list(natural)
     excess = sum(widths) - available
     while excess > 0:
@@ -174,7 +173,15 @@ def main() -> None:
 @click.argument("db")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 def inspect(db: str, as_json: bool) -> None:
-    """Sessions of DB: state, inputs by state, last activity."""
+    """Sessions of DB: stored state, inputs by state, last turn, last activity.
+
+    The states are what the file holds.  A running daemon does not store
+    ``attached`` or ``running`` (they are stored as ``idle``); when a
+    runtime owns the file, the listing says so.  ``last_turn`` is the time
+    of the session's latest committed turn (its latest receipt),
+    ``last_activity`` the latest change of any kind (a submit, a commit).
+    """
+    owner = _owner(db)
     with _open_ro(db) as database:
         rows = []
         for sid, state, updated in database.execute(
@@ -188,15 +195,57 @@ def inspect(db: str, as_json: bool) -> None:
             (last,) = database.execute(
                 "SELECT max(submitted_at) FROM inputs WHERE session_id = ?", [sid]
             ).fetchone()
+            (turn,) = database.execute(
+                "SELECT max(at) FROM receipts WHERE session_id = ?", [sid]
+            ).fetchone()
             rows.append(
                 {
                     "session": sid,
-                    "state": state,
+                    "stored_state": state,
                     **{s.value: counts.get(s.value, 0) for s in InputState},
-                    "last_activity": _when(max(filter(None, (updated, last)), default=None)),
+                    "last_turn": _when(turn),
+                    "last_activity": _when(max(filter(None, (updated, last, turn)), default=None)),
                 }
             )
-    _emit(rows, ["session", "state", *(s.value for s in InputState), "last_activity"], as_json, db, ids=["session"])
+    columns = ["session", "stored_state", *(s.value for s in InputState), "last_turn", "last_activity"]
+    if as_json:
+        _emit(rows, columns, True, db)
+        return
+    _emit(rows, columns, False, db, ids=["session"])
+    if owner is not None:
+        click.echo(
+            f"owned by a running runtime ({owner}): the states are as stored; a session "
+            "with an attached executor, or running a turn, is stored as idle"
+        )
+
+
+def _owner(db: str) -> str | None:
+    """Who owns the store at ``db``, if a runtime holds its lock (read-only check)."""
+    import os
+
+    from .store import _files
+
+    try:
+        path = Path(os.path.realpath(db))
+        inode = path.stat().st_ino
+        locks = sorted(path.parent.glob(f".suricate-{inode}.*.lock"))
+    except OSError:
+        return None
+    for lock in locks:
+        try:
+            fd = os.open(lock, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            import fcntl
+
+            if _files._lock_in_the_way(fd) == fcntl.F_WRLCK:
+                return _files._holder(fd)
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+    return None
 
 
 @main.command()
@@ -263,23 +312,39 @@ def show(db: str, session: str, input_id: str, as_json: bool) -> None:
                     click.echo(f"{name}: {value!r}")
             raise _corrupt(exc) from None
     outcome = record.outcome()
-    data = {
+    data: dict[str, Any] = {
         "input_id": record.input_id,
         "session": record.session_id,
+        "seq": record.seq,
         "kind": record.kind,
         "handling": record.handling.value,
+        "durability": record.durability.value,
         "state": record.state.value,
+        "reason": record.reason.value if record.reason else None,
         "attempt": record.attempt,
+        "run_id": record.run_id,
+        "boundary": record.boundary,
         "idempotency_key": record.idempotency_key,
-        "payload": record.payload,
-        "metadata": record.metadata,
-        "history": [
-            {"state": h.state.value, "at": _when(h.at), "run_id": h.run_id} for h in record.history
-        ],
-        "outcome": None
-        if outcome is None
-        else {"type": type(outcome).__name__, **_outcome_fields(outcome)},
+        "supersession_key": record.supersession_key,
+        "correlation_id": record.correlation_id,
+        "superseded_by": record.superseded_by,
+        "submitted": _when(record.submitted_at),
     }
+    not_before = getattr(record, "not_before", None)
+    if not_before is not None:
+        data["not_before"] = _when(not_before)
+    data.update(
+        {
+            "payload": record.payload,
+            "metadata": record.metadata,
+            "error": record.error,
+            "result": record.result,
+            "history": [_change(h) for h in record.history],
+            "outcome": None
+            if outcome is None
+            else {"type": type(outcome).__name__, **_outcome_fields(outcome)},
+        }
+    )
     if as_json:
         click.echo(json.dumps(data, ensure_ascii=False, indent=2))
         return
@@ -287,9 +352,18 @@ def show(db: str, session: str, input_id: str, as_json: bool) -> None:
         if key == "history":
             click.echo("history:")
             for h in value:
-                click.echo(f"  {h['at']}  {h['state']:<10} {h['run_id'] or ''}")
+                line = f"  {h['at']}  {h['state']:<10} {h['run_id'] or ''}"
+                click.echo(line.rstrip() + (f"  error: {h['error']}" if h.get("error") else ""))
         else:
             click.echo(f"{key}: {json.dumps(value, ensure_ascii=False)}")
+
+
+def _change(change: Any) -> dict[str, Any]:
+    entry = {"state": change.state.value, "at": _when(change.at), "run_id": change.run_id}
+    error = getattr(change, "error", None)
+    if error is not None:
+        entry["error"] = error
+    return entry
 
 
 def _outcome_fields(outcome: Any) -> dict[str, Any]:
