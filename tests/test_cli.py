@@ -39,10 +39,52 @@ def test_the_command_under_test_is_this_checkout() -> None:
 @pytest.fixture(scope="module")
 def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     db = tmp_path_factory.mktemp("cli") / "demo.db"
-    proc = run("demo", "--db", str(db), "--sessions", "3", "--inputs", "20", "--think", "0")
+    proc = run("demo", "--db", str(db), "--sessions", "3", "--inputs", "20", "--fast")
     assert proc.returncode == 0, proc.stderr
     assert "summary: 60 of 60 inputs completed" in proc.stdout
     return db
+
+
+def _nothing_queued(db: Path) -> None:
+    """Every input of every session finished and every peer message delivered."""
+    sessions = json.loads(run("inspect", str(db), "--json").stdout)
+    for s in sessions:
+        assert s["queued"] == s["staged"] == s["applied"] == 0, s
+    import sqlite3
+
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("SELECT count(*) FROM outbox WHERE state = 'pending'").fetchone() == (0,)
+    finally:
+        conn.close()
+
+
+def test_a_finished_demo_leaves_nothing_queued(demo_db) -> None:
+    _nothing_queued(demo_db)
+    sessions = json.loads(run("inspect", str(demo_db), "--json").stdout)
+    # 20 tasks each, and the 20 messages about its neighbour's tasks
+    assert [s["consumed"] for s in sessions] == [40, 40, 40]
+
+
+def test_the_demo_shows_restarts_and_messages_as_they_happen(tmp_path) -> None:
+    proc = run("demo", "--db", str(tmp_path / "d.db"), "--sessions", "2", "--inputs", "25", "--fast")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    restarts = [n for n, line in enumerate(lines) if line.startswith("restart: agent-0 restarted")]
+    assert len(restarts) == 3  # tasks 3, 13 and 23 crash the flaky agent once each
+    assert restarts[0] < lines.index("phase: settling")
+    assert "msgs received" in proc.stdout and "3 restarts" in proc.stdout
+    assert "50 messages handled" in proc.stdout
+
+
+def test_the_demo_lasts_long_enough_to_watch_by_default(tmp_path) -> None:
+    assert "20; 0 with --fast" in " ".join(run("demo", "--help").stdout.split())
+    started = time.monotonic()
+    proc = run("demo", "--db", str(tmp_path / "paced.db"), "--sessions", "2", "--inputs", "10",
+               "--seconds", "2", "--think", "0.01")
+    assert proc.returncode == 0, proc.stderr
+    assert time.monotonic() - started >= 2 * 0.9  # the tasks arrive over the seconds asked for
+    _nothing_queued(tmp_path / "paced.db")
 
 
 def test_inspect_lists_every_session_as_json(demo_db) -> None:
@@ -112,7 +154,7 @@ def test_bad_arguments_get_a_clear_message_and_a_nonzero_exit(demo_db, tmp_path,
 def test_read_only_commands_work_while_a_daemon_owns_the_file(tmp_path) -> None:
     db = tmp_path / "live.db"
     daemon = subprocess.Popen(
-        [*SCRIPT, "demo", "--db", str(db), "--sessions", "2", "--inputs", "400", "--think", "0.01"],
+        [*SCRIPT, "demo", "--db", str(db), "--sessions", "2", "--inputs", "400", "--think", "0.01", "--seconds", "0"],
         stdout=subprocess.PIPE, text=True, env=ENV,
     )
     try:
@@ -135,7 +177,7 @@ def test_read_only_commands_work_while_a_daemon_owns_the_file(tmp_path) -> None:
 
 def test_an_interrupted_demo_resumes_on_rerun_and_completes_everything(tmp_path) -> None:
     db = tmp_path / "resume.db"
-    args = ["demo", "--db", str(db), "--sessions", "4", "--inputs", "150", "--think", "0.01"]
+    args = ["demo", "--db", str(db), "--sessions", "4", "--inputs", "150", "--think", "0.01", "--seconds", "0"]
     first = subprocess.Popen([*SCRIPT, *args], stdout=subprocess.PIPE, text=True, env=ENV)
     assert first.stdout is not None
     lines = []
@@ -153,6 +195,7 @@ def test_an_interrupted_demo_resumes_on_rerun_and_completes_everything(tmp_path)
     assert second.returncode == 0, second.stderr
     assert "recovered" in second.stdout
     assert "summary: 600 of 600 inputs completed" in second.stdout
+    _nothing_queued(db)
 
 
 STALLING_WORKLOAD = """

@@ -457,20 +457,39 @@ def recover(db: str, session: str | None, as_json: bool) -> None:
 
 @main.command()
 @click.option("--db", default="suricate-demo.db", show_default=True, help="the SQLite file")
-@click.option("--sessions", default=6, show_default=True, type=click.IntRange(2, 1000))
-@click.option("--inputs", default=200, show_default=True, type=click.IntRange(1, 1_000_000))
-@click.option("--think", default=0.002, show_default=True, type=click.FloatRange(0, 10), help="seconds per turn")
-def demo(db: str, sessions: int, inputs: int, think: float) -> None:
-    """Run a supervised multi-agent daemon on DB, with live progress.
+@click.option("--sessions", default=4, show_default=True, type=click.IntRange(2, 1000), help="agents")
+@click.option("--inputs", default=30, show_default=True, type=click.IntRange(1, 1_000_000), help="tasks per agent")
+@click.option(
+    "--seconds",
+    default=None,
+    type=click.FloatRange(0, 3600),
+    help="spread the tasks over this many seconds  [default: 20; 0 with --fast]",
+)
+@click.option(
+    "--think",
+    default=None,
+    type=click.FloatRange(0, 10),
+    help="seconds per turn  [default: 0.2; 0 with --fast]",
+)
+@click.option("--fast", is_flag=True, help="no pacing and no thinking: a run of a second or two")
+def demo(db: str, sessions: int, inputs: int, seconds: float | None, think: float | None, fast: bool) -> None:
+    """Run a supervised multi-agent daemon on DB, with a live screen.
 
-    Agents answer their inputs and message their neighbour; one flaky agent
-    crashes now and then and is restarted by its supervisor.  Ctrl-C stops it
-    cleanly; run it again on the same file to recover and finish.
+    Agents answer their tasks and message their neighbour about each one;
+    one flaky agent crashes now and then and is restarted by its supervisor.
+    The screen shows each agent's turns, messages and restarts as they
+    happen.  The run ends once everything is answered and delivered, with
+    nothing left queued (exit status 0).  Ctrl-C stops it cleanly (exit
+    status 130); run it again on the same file to recover and finish.
     """
     from ._demo import run_demo
 
+    if seconds is None:
+        seconds = 0.0 if fast else 20.0
+    if think is None:
+        think = 0.0 if fast else 0.2
     try:
-        code = run_demo(db=db, sessions=sessions, inputs=inputs, think=think)
+        code = run_demo(db=db, sessions=sessions, inputs=inputs, think=think, seconds=seconds)
     except StoreError as exc:
         raise CliError(str(exc)) from None
     sys.exit(code)
