@@ -77,3 +77,38 @@ def test_each_example_runs_as_written(where: str, mark: str, code: str, tmp_path
         command = [sys.executable, "example.py"]
     proc = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120, env=_env())
     assert proc.returncode == 0, f"{where}\n{proc.stdout}\n{proc.stderr}"
+
+
+def test_logging_is_documented_as_it_behaves(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    import trio
+
+    import suricate
+
+    page = (ROOT / "docs" / "logging.md").read_text(encoding="utf-8")
+    fields = ("suricate_event", "session_id", "input_id", "run_id")
+    for needle in ('logging.getLogger("suricate")', "NullHandler", "logging.basicConfig(level=logging.INFO)", *fields):
+        assert needle in page, needle
+    assert any(isinstance(h, logging.NullHandler) for h in logging.getLogger("suricate").handlers)
+
+    async def failing(turn: suricate.Turn) -> suricate.TurnResult:
+        raise ValueError("bad request")
+
+    async def main() -> None:
+        async with suricate.open_runtime(max_attempts=1) as rt:
+            s = await rt.open_session("alice")
+            await s.attach(failing, retry=None)
+            await s.ask({"x": 1}, timeout=10)
+
+    with caplog.at_level(logging.WARNING, logger="suricate"):
+        trio.run(main)
+    failed = [r for r in caplog.records if getattr(r, "suricate_event", None) == "run.failed"]
+    assert failed and failed[0].levelno == logging.WARNING and failed[0].name == "suricate.session"
+    assert all(hasattr(failed[0], f) for f in fields) and failed[0].session_id == "alice"
+    assert "bad request" in failed[0].getMessage()
+
+
+def test_the_correlation_id_of_a_peer_response_is_documented_where_it_is() -> None:
+    page = (ROOT / "docs" / "comms.md").read_text(encoding="utf-8")
+    assert "`Input.correlation_id`" in page
