@@ -82,19 +82,81 @@ def _corrupt(exc: RecoveryCorruption) -> CliError:
     return CliError(f"{exc} (see docs/durability.md, Corruption)")
 
 
-def _emit(rows: list[dict[str, Any]], columns: Sequence[str], as_json: bool, title: str) -> None:
+def _emit(
+    rows: list[dict[str, Any]],
+    columns: Sequence[str],
+    as_json: bool,
+    title: str,
+    *,
+    ids: Sequence[str] = (),
+) -> None:
+    """Print ``rows`` as JSON, or as a table that never cuts a value.
+
+    An id column (``ids``) is as wide as its longest id, so that each id can
+    be copied from the table in one piece; the other columns share the rest
+    of the terminal's width and fold a long value over several lines
+    (nothing is ever replaced by an ellipsis).  When the ids do not fit
+    side by side at this width, each row is printed as a block of
+    ``column: value`` lines instead.  A list is printed one item a line.
+    """
     if as_json:
         click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
         return
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=title)
-    for column in columns:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
-    Console().print(table)
+    console = Console(soft_wrap=False)
+    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+    natural = [
+        max([len(column), *(len(line) for r in cells for line in r[i].splitlines())])
+        for i, column in enumerate(columns)
+    ]
+    available = console.width - (3 * len(columns) + 1)  # borders and padding
+    widths = _fit(natural, [None if c in ids else len(c) for c in columns], available) or _fit(
+        natural, [None if c in ids else min(len(c), 4) for c in columns], available
+    )
+    click.echo(title)
+    if widths is None:
+        for r in cells:
+            for column, value in zip(columns, r):
+                lines = value.splitlines() or [""]
+                click.echo(f"  {column}: {lines[0]}")
+                for line in lines[1:]:
+                    click.echo(f"  {' ' * len(column)}  {line}")
+            click.echo("")
+        return
+    table = Table()
+    for column, width in zip(columns, widths):
+        table.add_column(column, overflow="fold", no_wrap=False, width=width)
+    for r in cells:
+        table.add_row(*r)
+    console.print(table)
+
+
+def _fit(natural: list[int], floors: list[int | None], available: int) -> list[int] | None:
+    """Column widths within ``available``: a column whose floor is None is
+    kept whole (an id), the others are narrowed, widest first, down to their
+    floor; None if that is not enough."""
+    widths = list(natural)
+    excess = sum(widths) - available
+    while excess > 0:
+        narrowable = [
+            i for i, (w, floor) in enumerate(zip(widths, floors)) if floor is not None and w > floor
+        ]
+        if not narrowable:
+            return None
+        widest = max(narrowable, key=lambda i: widths[i])
+        widths[widest] -= 1
+        excess -= 1
+    return widths
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        return "\n".join(_cell(v) for v in value)
+    return str(value)
 
 
 def _when(at: float | None) -> str | None:
@@ -111,7 +173,15 @@ def main() -> None:
 @click.argument("db")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 def inspect(db: str, as_json: bool) -> None:
-    """Sessions of DB: state, inputs by state, last activity."""
+    """Sessions of DB: stored state, inputs by state, last turn, last activity.
+
+    The states are what the file holds.  A running daemon does not store
+    ``attached`` or ``running`` (they are stored as ``idle``); when a
+    runtime owns the file, the listing says so.  ``last_turn`` is the time
+    of the session's latest committed turn (its latest receipt),
+    ``last_activity`` the latest change of any kind (a submit, a commit).
+    """
+    owner = _owner(db)
     with _open_ro(db) as database:
         rows = []
         for sid, state, updated in database.execute(
@@ -125,15 +195,57 @@ def inspect(db: str, as_json: bool) -> None:
             (last,) = database.execute(
                 "SELECT max(submitted_at) FROM inputs WHERE session_id = ?", [sid]
             ).fetchone()
+            (turn,) = database.execute(
+                "SELECT max(at) FROM receipts WHERE session_id = ?", [sid]
+            ).fetchone()
             rows.append(
                 {
                     "session": sid,
-                    "state": state,
+                    "stored_state": state,
                     **{s.value: counts.get(s.value, 0) for s in InputState},
-                    "last_activity": _when(max(filter(None, (updated, last)), default=None)),
+                    "last_turn": _when(turn),
+                    "last_activity": _when(max(filter(None, (updated, last, turn)), default=None)),
                 }
             )
-    _emit(rows, ["session", "state", *(s.value for s in InputState), "last_activity"], as_json, db)
+    columns = ["session", "stored_state", *(s.value for s in InputState), "last_turn", "last_activity"]
+    if as_json:
+        _emit(rows, columns, True, db)
+        return
+    _emit(rows, columns, False, db, ids=["session"])
+    if owner is not None:
+        click.echo(
+            f"owned by a running runtime ({owner}): the states are as stored; a session "
+            "with an attached executor, or running a turn, is stored as idle"
+        )
+
+
+def _owner(db: str) -> str | None:
+    """Who owns the store at ``db``, if a runtime holds its lock (read-only check)."""
+    import os
+
+    from .store import _files
+
+    try:
+        path = Path(os.path.realpath(db))
+        inode = path.stat().st_ino
+        locks = sorted(path.parent.glob(f".suricate-{inode}.*.lock"))
+    except OSError:
+        return None
+    for lock in locks:
+        try:
+            fd = os.open(lock, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            import fcntl
+
+            if _files._lock_in_the_way(fd) == fcntl.F_WRLCK:
+                return _files._holder(fd)
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+    return None
 
 
 @main.command()
@@ -166,7 +278,7 @@ def inputs(db: str, session: str, state: str | None, as_json: bool) -> None:
         }
         for r in records
     ]
-    _emit(rows, ["input_id", "seq", "kind", "state", "attempt", "reason", "submitted"], as_json, session)
+    _emit(rows, ["input_id", "seq", "kind", "state", "attempt", "reason", "submitted"], as_json, session, ids=["input_id"])
 
 
 @main.command()
@@ -200,23 +312,39 @@ def show(db: str, session: str, input_id: str, as_json: bool) -> None:
                     click.echo(f"{name}: {value!r}")
             raise _corrupt(exc) from None
     outcome = record.outcome()
-    data = {
+    data: dict[str, Any] = {
         "input_id": record.input_id,
         "session": record.session_id,
+        "seq": record.seq,
         "kind": record.kind,
         "handling": record.handling.value,
+        "durability": record.durability.value,
         "state": record.state.value,
+        "reason": record.reason.value if record.reason else None,
         "attempt": record.attempt,
+        "run_id": record.run_id,
+        "boundary": record.boundary,
         "idempotency_key": record.idempotency_key,
-        "payload": record.payload,
-        "metadata": record.metadata,
-        "history": [
-            {"state": h.state.value, "at": _when(h.at), "run_id": h.run_id} for h in record.history
-        ],
-        "outcome": None
-        if outcome is None
-        else {"type": type(outcome).__name__, **_outcome_fields(outcome)},
+        "supersession_key": record.supersession_key,
+        "correlation_id": record.correlation_id,
+        "superseded_by": record.superseded_by,
+        "submitted": _when(record.submitted_at),
     }
+    not_before = getattr(record, "not_before", None)
+    if not_before is not None:
+        data["not_before"] = _when(not_before)
+    data.update(
+        {
+            "payload": record.payload,
+            "metadata": record.metadata,
+            "error": record.error,
+            "result": record.result,
+            "history": [_change(h) for h in record.history],
+            "outcome": None
+            if outcome is None
+            else {"type": type(outcome).__name__, **_outcome_fields(outcome)},
+        }
+    )
     if as_json:
         click.echo(json.dumps(data, ensure_ascii=False, indent=2))
         return
@@ -224,9 +352,18 @@ def show(db: str, session: str, input_id: str, as_json: bool) -> None:
         if key == "history":
             click.echo("history:")
             for h in value:
-                click.echo(f"  {h['at']}  {h['state']:<10} {h['run_id'] or ''}")
+                line = f"  {h['at']}  {h['state']:<10} {h['run_id'] or ''}"
+                click.echo(line.rstrip() + (f"  error: {h['error']}" if h.get("error") else ""))
         else:
             click.echo(f"{key}: {json.dumps(value, ensure_ascii=False)}")
+
+
+def _change(change: Any) -> dict[str, Any]:
+    entry = {"state": change.state.value, "at": _when(change.at), "run_id": change.run_id}
+    error = getattr(change, "error", None)
+    if error is not None:
+        entry["error"] = error
+    return entry
 
 
 def _outcome_fields(outcome: Any) -> dict[str, Any]:
@@ -265,7 +402,7 @@ def receipts(db: str, session: str, as_json: bool) -> None:
             }
             for r in found
         ]
-    _emit(rows, ["run_id", "sequence", "inputs", "at"], as_json, f"receipts of {session}")
+    _emit(rows, ["run_id", "sequence", "inputs", "at"], as_json, f"receipts of {session}", ids=["run_id", "inputs"])
 
 
 @main.command()
@@ -273,7 +410,13 @@ def receipts(db: str, session: str, as_json: bool) -> None:
 @click.argument("session", required=False)
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 def recover(db: str, session: str | None, as_json: bool) -> None:
-    """Run recovery on DB (one SESSION, or all) and print the reports."""
+    """Run recovery on DB (one SESSION, or all) and print what it did.
+
+    Each session's report is the one of the recovery that opening it ran:
+    how many inputs it found active, requeued (a run the last process did
+    not finish) and abandoned (attempts spent), and a line per input it
+    moved.  A file whose last owner stopped cleanly has nothing to recover.
+    """
     with _open_ro(db) as database:
         if session is not None:
             _require_session(database, session)
@@ -285,15 +428,17 @@ def recover(db: str, session: str | None, as_json: bool) -> None:
         async with open_runtime(db) as rt:
             ids = [session] if session else await rt.store.list_sessions()
             for sid in ids:
+                # Opening a stored session runs its recovery: report that one
+                # (a second recover() would find nothing left to do).
                 s = await rt.open_session(sid)
-                report = await s.recover()
+                report = s.recovered
                 out.append(
                     {
                         "session": sid,
-                        "recovered": report.inputs_recovered,
-                        "requeued": report.inputs_requeued,
-                        "abandoned": report.inputs_abandoned,
-                        "details": list(report.details),
+                        "recovered": report.inputs_recovered if report else 0,
+                        "requeued": report.inputs_requeued if report else 0,
+                        "abandoned": report.inputs_abandoned if report else 0,
+                        "details": list(report.details) if report else [],
                     }
                 )
         return out
@@ -302,25 +447,49 @@ def recover(db: str, session: str | None, as_json: bool) -> None:
         rows = trio.run(run)
     except SuricateError as exc:
         raise CliError(str(exc)) from None
-    _emit(rows, ["session", "recovered", "requeued", "abandoned"], as_json, f"recovery of {db}")
+    _emit(
+        rows, ["session", "recovered", "requeued", "abandoned"], as_json, f"recovery of {db}", ids=["session"]
+    )
+    if not as_json:
+        details = [f"{row['session']}: {line}" for row in rows for line in row["details"]]
+        click.echo("\n".join(details) if details else "recovery moved no input")
 
 
 @main.command()
 @click.option("--db", default="suricate-demo.db", show_default=True, help="the SQLite file")
-@click.option("--sessions", default=6, show_default=True, type=click.IntRange(2, 1000))
-@click.option("--inputs", default=200, show_default=True, type=click.IntRange(1, 1_000_000))
-@click.option("--think", default=0.002, show_default=True, type=click.FloatRange(0, 10), help="seconds per turn")
-def demo(db: str, sessions: int, inputs: int, think: float) -> None:
-    """Run a supervised multi-agent daemon on DB, with live progress.
+@click.option("--sessions", default=4, show_default=True, type=click.IntRange(2, 1000), help="agents")
+@click.option("--inputs", default=30, show_default=True, type=click.IntRange(1, 1_000_000), help="tasks per agent")
+@click.option(
+    "--seconds",
+    default=None,
+    type=click.FloatRange(0, 3600),
+    help="spread the tasks over this many seconds  [default: 20; 0 with --fast]",
+)
+@click.option(
+    "--think",
+    default=None,
+    type=click.FloatRange(0, 10),
+    help="seconds per turn  [default: 0.2; 0 with --fast]",
+)
+@click.option("--fast", is_flag=True, help="no pacing and no thinking: a run of a second or two")
+def demo(db: str, sessions: int, inputs: int, seconds: float | None, think: float | None, fast: bool) -> None:
+    """Run a supervised multi-agent daemon on DB, with a live screen.
 
-    Agents answer their inputs and message their neighbour; one flaky agent
-    crashes now and then and is restarted by its supervisor.  Ctrl-C stops it
-    cleanly; run it again on the same file to recover and finish.
+    Agents answer their tasks and message their neighbour about each one;
+    one flaky agent crashes now and then and is restarted by its supervisor.
+    The screen shows each agent's turns, messages and restarts as they
+    happen.  The run ends once everything is answered and delivered, with
+    nothing left queued (exit status 0).  Ctrl-C stops it cleanly (exit
+    status 130); run it again on the same file to recover and finish.
     """
     from ._demo import run_demo
 
+    if seconds is None:
+        seconds = 0.0 if fast else 20.0
+    if think is None:
+        think = 0.0 if fast else 0.2
     try:
-        code = run_demo(db=db, sessions=sessions, inputs=inputs, think=think)
+        code = run_demo(db=db, sessions=sessions, inputs=inputs, think=think, seconds=seconds)
     except StoreError as exc:
         raise CliError(str(exc)) from None
     sys.exit(code)

@@ -1,0 +1,5 @@
+"""``python -m suricate``: the ``suricate`` command."""
+
+from .cli import main
+
+main(prog_name="suricate")
