@@ -276,3 +276,57 @@ async def test_a_crash_log_line_names_the_run_and_its_inputs(
     assert crashed
     assert f"input={ack.input_id}" in crashed[0].getMessage()
     assert getattr(crashed[0], "run_id", None) is not None
+
+
+# -- the other faces -----------------------------------------------------------------
+
+
+def _echo(turn: suricate.Turn) -> TurnResult:
+    return TurnResult(results={i.input_id: i.payload for i in turn.inputs if i.input_id})
+
+
+def _terminal(turn: suricate.Turn) -> None:
+    raise suricate.TerminalError("never")
+
+
+def test_the_blocking_face_has_retry_cancel_inputs_ensure_attached_wait_idle() -> None:
+    import suricate.blocking
+
+    with suricate.blocking.open_runtime() as rt:
+        s = rt.open_session("s")
+        queued = s.submit({"n": 1})
+        assert isinstance(s.cancel(queued.input_id), suricate.Abandoned)
+        assert s.ensure_attached(_terminal) is True  # a plain function: on a thread
+        assert s.ensure_attached(_terminal) is False
+        gone = s.ask({"n": 2}, timeout=10)
+        assert isinstance(gone, suricate.Abandoned)
+        assert gone.reason is suricate.AbandonReason.FAILED
+        s.detach()
+        s.attach(_echo)
+        assert s.retry(gone.input_id).input_id == gone.input_id
+        rt.wait_idle(timeout=10)
+        assert s.wait(gone.input_id, timeout=10) == Completed(input_id=gone.input_id, result={"n": 2})
+        assert [r.input_id for r in s.inputs()] == [queued.input_id, gone.input_id]
+
+
+def test_the_asyncio_face_has_retry_cancel_inputs_ensure_attached_wait_idle() -> None:
+    import asyncio
+
+    import suricate.aio
+
+    async def agent(turn: suricate.Turn) -> TurnResult:
+        await asyncio.sleep(0)
+        return _echo(turn)
+
+    async def main() -> None:
+        async with suricate.aio.open_runtime() as rt:
+            s = await rt.open_session("s")
+            queued = await s.submit({"n": 1})
+            assert isinstance(await s.cancel(queued.input_id), suricate.Abandoned)
+            assert await s.ensure_attached(agent) is True
+            assert await s.ensure_attached(agent) is False
+            assert (await s.retry(queued.input_id)).input_id == queued.input_id
+            await rt.wait_idle(timeout=10)
+            assert [r.state for r in await s.inputs()] == [InputState.CONSUMED]
+
+    asyncio.run(main())

@@ -333,3 +333,44 @@ async def test_give_up_abandon_is_still_the_default(
             outcomes = [await s.wait(a.input_id) for a in acks]
         assert all(isinstance(o, Abandoned) for o in outcomes)
         assert await s.state() is SessionState.STOPPED
+
+
+async def test_a_backlog_kept_after_giving_up_survives_a_restart(
+    store_factory: Callable[[], suricate.Store], ids: Callable[[], str]
+) -> None:
+    async def crashing(turn: suricate.Turn) -> None:
+        raise suricate.Fatal("down")
+
+    async with suricate.open_runtime(store_factory(), id_factory=ids) as rt:
+        s = await rt.open_session("s")
+        acks = [await s.submit({"n": n}) for n in range(3)]
+        await s.attach(
+            crashing,
+            retry=None,
+            restart=suricate.RestartPolicy(max_restarts=0, on_give_up=suricate.GiveUp.KEEP),
+        )
+        with trio.fail_after(10):
+            while await s.state() is not SessionState.STOPPED:
+                await trio.sleep(0.01)
+    async with suricate.open_runtime(store_factory(), id_factory=lambda: "b" + ids()) as rt:
+        s = await rt.open_session("s")
+        assert await s.state() is SessionState.STOPPED
+        assert [r.state for r in await s.inputs()] == [InputState.QUEUED] * 3
+        with pytest.raises(suricate.NotReady):
+            await s.submit({"n": 9})
+        await s.attach(suricate.testing.ScriptedExecutor())
+        with trio.fail_after(10):
+            for ack in acks:
+                assert isinstance(await s.wait(ack.input_id), Completed)
+
+
+async def test_a_thread_hosted_executor_can_raise_terminal_error(ids: Callable[[], str]) -> None:
+    def blocking(turn: suricate.Turn) -> None:
+        raise suricate.TerminalError("invalid")
+
+    async with suricate.open_runtime(MemoryStore(), id_factory=ids) as rt:
+        s = await rt.open_session("s")
+        await s.attach(blocking)
+        with trio.fail_after(10):
+            outcome = await s.ask({"n": 1})
+    assert isinstance(outcome, Abandoned) and outcome.reason is AbandonReason.FAILED
