@@ -6,14 +6,14 @@ def test_public_names_are_pinned() -> None:
         [
             "AbandonReason", "Abandoned", "Accepted", "ActorStopped", "Backoff", "Completed",
             "DeadLetter", "Deduplicated", "DestroyReport", "DrainExit", "DrainMode", "Durability", "Event", "ExecutorExit", "Fatal",
-            "Handling", "IllegalTransition", "Input", "InputNotFound", "InputRecord",
+            "GiveUp", "Handling", "IllegalTransition", "Input", "InputNotFound", "InputRecord",
             "InputRejected", "InputState", "MemoryStore", "NotReady", "Outcome", "Overloaded",
             "PeerMessage", "Receipt", "RecoveryCorruption", "RecoveryReport", "RecycleReport",
             "ResetReport", "Restart", "RestartPolicy", "RetireReport", "Runtime",
             "RuntimeClosed", "RuntimeCrashed", "RuntimeStats", "Session", "SessionDestroyed",
             "SessionNotFound", "SessionState", "SessionStats", "SourceDrain", "StopReport", "Store",
             "StoreError", "StoreLocked", "Strategy", "Superseded", "SuricateError",
-            "ThreadExecutor", "Turn", "TurnResult", "WaitTimeout", "open_runtime",
+            "TerminalError", "ThreadExecutor", "Turn", "TurnResult", "WaitTimeout", "open_runtime",
         ]
     )
     for name in suricate.__all__:
@@ -25,6 +25,7 @@ def test_errors_form_one_hierarchy_with_fitting_builtins() -> None:
         "InputRejected", "NotReady", "SessionDestroyed", "SessionNotFound", "InputNotFound",
         "Overloaded", "WaitTimeout", "StoreError", "StoreLocked", "RecoveryCorruption",
         "RuntimeClosed", "RuntimeCrashed", "ActorStopped", "IllegalTransition",
+        "TerminalError",
     ):
         assert issubclass(getattr(suricate, name), suricate.SuricateError), name
         assert getattr(suricate, name).__doc__, name

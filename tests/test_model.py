@@ -176,12 +176,15 @@ DESIGN_INPUT_TRANSITIONS = {
     (A, E.FAIL_RETRY): CONSUMED,
     (A, E.FAIL_FINAL): CONSUMED,
     (A, E.INTERRUPT): CONSUMED,
+    (S, E.FAIL_TERMINAL): ABANDONED,
+    (A, E.FAIL_TERMINAL): CONSUMED,
     (S, E.FAIL_RETRY): Q,
     (S, E.FAIL_FINAL): ABANDONED,
     (S, E.INTERRUPT): Q,
     (Q, E.ABANDON): ABANDONED,
     (S, E.ABANDON): ABANDONED,
     (A, E.ABANDON): ABANDONED,
+    (ABANDONED, E.RETRY): Q,
 }
 
 ALL_INPUT_PAIRS = [(s, e) for s in InputState for e in InputEvent]
@@ -208,9 +211,10 @@ def test_next_input_state_follows_the_table_or_raises_illegal_transition(
 
 
 @pytest.mark.parametrize("state", [CONSUMED, SUPERSEDED, ABANDONED])
-def test_terminal_input_states_accept_no_event(state: InputState) -> None:
+def test_terminal_input_states_accept_no_event_but_an_explicit_retry(state: InputState) -> None:
     assert state.terminal
-    assert not [e for (s, e) in INPUT_TRANSITIONS if s is state]
+    allowed = [e for (s, e) in INPUT_TRANSITIONS if s is state]
+    assert allowed == ([E.RETRY] if state is ABANDONED else [])
 
 
 @pytest.mark.parametrize(

@@ -26,6 +26,7 @@ from ._errors import (
     StoreError,
     StoreLocked,
     SuricateError,
+    TerminalError,
     WaitTimeout,
 )
 from ._events import Event
@@ -64,7 +65,7 @@ from .runtime import (
 )
 from .store._memory import MemoryStore
 from .store._protocol import Store
-from .supervision._policy import Backoff, Restart, RestartPolicy, Strategy
+from .supervision._policy import Backoff, GiveUp, Restart, RestartPolicy, Strategy
 from .supervision._thread import ThreadExecutor
 
 __all__ = [
@@ -83,6 +84,7 @@ __all__ = [
     "Event",
     "ExecutorExit",
     "Fatal",
+    "GiveUp",
     "Handling",
     "IllegalTransition",
     "Input",
@@ -120,6 +122,7 @@ __all__ = [
     "Strategy",
     "Superseded",
     "SuricateError",
+    "TerminalError",
     "ThreadExecutor",
     "Turn",
     "TurnResult",

@@ -26,6 +26,7 @@ __all__ = [
     "StoreError",
     "StoreLocked",
     "SuricateError",
+    "TerminalError",
     "WaitTimeout",
 ]
 
@@ -108,6 +109,19 @@ class RuntimeCrashed(SuricateError):
 
 class ActorStopped(SuricateError):
     """Raised when a message is sent to, or pending in, an actor that stopped."""
+
+
+class TerminalError(SuricateError):
+    """Raised by an executor (not by suricate) for an error that retrying
+    cannot fix: a bad request, a result that will never be valid.  The
+    turn's inputs are abandoned at once (``AbandonReason.FAILED``, the
+    error kept), with no retry and no backoff; the executor loop is not
+    crashed.  Inputs that reached a checkpoint are consumed, as after any
+    failed run."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 class IllegalTransition(SuricateError):

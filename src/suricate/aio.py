@@ -176,8 +176,25 @@ class AioSession:
             executor = _AsyncioExecutor(run if inspect.iscoroutinefunction(run) else executor, self._portal)
         await self._call("attach", executor, **options)
 
+    async def ensure_attached(self, executor: Any, **options: Any) -> bool:
+        run = getattr(executor, "run", None)
+        if inspect.iscoroutinefunction(executor) or inspect.iscoroutinefunction(run):
+            executor = _AsyncioExecutor(run if inspect.iscoroutinefunction(run) else executor, self._portal)
+        return bool(await self._call("ensure_attached", executor, **options))
+
     async def detach(self, *, cancel: bool = False) -> None:
         await self._call("detach", cancel=cancel)
+
+    async def retry(self, input_id: str) -> Any:
+        return await self._call("retry", input_id)
+
+    async def cancel(self, input_id: str) -> Any:
+        return await self._call("cancel", input_id)
+
+    async def inputs(
+        self, *, state: Any = None, limit: int = 100, after: str | None = None
+    ) -> Any:
+        return await self._call("inputs", state=state, limit=limit, after=after)
 
     async def state(self) -> Any:
         return await self._call("state")
@@ -316,6 +333,9 @@ class AioRuntime:
 
     async def dead_letters(self) -> Any:
         return await self._portal.call(self._runtime.dead_letters)
+
+    async def wait_idle(self, *, timeout: float | None = None) -> None:
+        await self._portal.call(lambda: self._runtime.wait_idle(timeout=timeout))
 
     def events(self, session_id: str | None = None, kinds: Any = None) -> _AioEvents:
         """Events as an asyncio iterator (see ``_AioEvents``).

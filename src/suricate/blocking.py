@@ -82,8 +82,20 @@ class BlockingSession:
     def attach(self, executor: Any, **options: Any) -> None:
         self._call("attach", executor, **options)
 
+    def ensure_attached(self, executor: Any, **options: Any) -> bool:
+        return bool(self._call("ensure_attached", executor, **options))
+
     def detach(self, *, cancel: bool = False) -> None:
         self._call("detach", cancel=cancel)
+
+    def retry(self, input_id: str) -> Any:
+        return self._call("retry", input_id)
+
+    def cancel(self, input_id: str) -> Any:
+        return self._call("cancel", input_id)
+
+    def inputs(self, *, state: Any = None, limit: int = 100, after: str | None = None) -> Any:
+        return self._call("inputs", state=state, limit=limit, after=after)
 
     def state(self) -> Any:
         return self._call("state")
@@ -231,6 +243,9 @@ class BlockingRuntime:
 
     def dead_letters(self) -> Any:
         return self._portal.call(self._runtime.dead_letters)
+
+    def wait_idle(self, *, timeout: float | None = None) -> None:
+        self._portal.call(lambda: self._runtime.wait_idle(timeout=timeout))
 
     def events(self, session_id: str | None = None, kinds: Any = None) -> EventIterator:
         """Events as a blocking iterator (see :class:`EventIterator`).

@@ -494,3 +494,29 @@ def demo(db: str, sessions: int, inputs: int, seconds: float | None, think: floa
         raise CliError(str(exc)) from None
     sys.exit(code)
 
+
+
+@main.command("retry")
+@click.argument("db")
+@click.argument("session")
+@click.argument("input_id")
+def retry_command(db: str, session: str, input_id: str) -> None:
+    """Re-drive the abandoned input INPUT_ID of SESSION: it is queued again
+    with its id and idempotency key, attempts reset (needs ownership of DB,
+    like recover; an executor attached later runs it)."""
+    with _open_ro(db) as database:
+        _require_session(database, session)
+
+    async def run() -> str:
+        from .runtime import open_runtime
+
+        async with open_runtime(db) as rt:
+            s = await rt.open_session(session)
+            ack = await s.retry(input_id)
+            return ack.input_id
+
+    try:
+        queued = trio.run(run)
+    except SuricateError as exc:
+        raise CliError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+    click.echo(f"{queued} queued again in session {session}")

@@ -26,6 +26,7 @@ import trio
 
 from ._errors import (
     ActorStopped,
+    WaitTimeout,
     InputRejected,
     NotReady,
     RuntimeClosed,
@@ -40,6 +41,7 @@ from ._model import (
     DestroyReport,
     Input,
     InputRecord,
+    InputState,
     Limits,
     Outcome,
     Receipt,
@@ -61,12 +63,15 @@ from .actors._comms import Comms
 from .actors._sources import DrainExit, DrainMode, SourceDrain
 from .actors._messages import (
     Attach,
+    Cancel,
     Detach,
+    ListInputs,
     Open,
     Operate,
     Read,
     Recover,
     Recycle,
+    Retry,
     Submit,
     SubmitWait,
     Wait,
@@ -77,7 +82,7 @@ from .store import SqliteStore
 from .store._memory import MemoryStore
 from .store._protocol import Store
 from .supervision import LoopOptions
-from .supervision._policy import Backoff, RestartPolicy
+from .supervision._policy import DEFAULT_RETRY, Backoff, RestartPolicy
 from .supervision._loop import RUNNING_SESSION
 from .supervision._thread import as_executor
 
@@ -216,7 +221,7 @@ class Session:
         executor: Any,
         *,
         restart: RestartPolicy | None = None,
-        retry: Backoff | None = None,
+        retry: Backoff | None = DEFAULT_RETRY,
         turn_timeout: float | None = None,
         max_batch: int = 1,
     ) -> None:
@@ -226,7 +231,9 @@ class Session:
             executor: ``async def executor(turn)``, an object with an async
                 ``run(turn)``, or a plain function (hosted on a thread).
             restart: how the loop is restarted after a crash.
-            retry: delay before the next turn after a failed run.
+            retry: delay before the next turn after a failed run; by default
+                ``Backoff(initial=1.0, multiplier=2.0, maximum=60.0,
+                jitter=0.2)``; ``None`` retries at once.
             turn_timeout: a turn running longer is a crash.
             max_batch: how many ``QUEUE`` inputs one turn may take.
 
@@ -245,6 +252,89 @@ class Session:
             raise InputRejected(str(exc)) from None
         as_executor(executor)  # reject non-executors before anything changes
         await self._ask(Attach(executor, options))
+
+    async def ensure_attached(self, executor: Any, **attach_options: Any) -> bool:
+        """Attach ``executor`` (with the options of :meth:`attach`) unless an
+        executor is attached already.  Safe under concurrent calls: the
+        session actor decides, so exactly one of them attaches.
+
+        Returns:
+            ``True`` if this call attached it, ``False`` if one was attached
+            (nothing changed).
+
+        Raises:
+            SessionDestroyed.  InputRejected: bad arguments or an unknown
+                option (nothing changed).
+        """
+        unknown = set(attach_options) - _ATTACH_OPTIONS
+        if unknown:
+            raise InputRejected(f"unknown attach options: {sorted(unknown)}")
+        restart = attach_options.get("restart")
+        try:
+            options = LoopOptions(
+                restart=restart if restart is not None else RestartPolicy(),
+                retry=attach_options.get("retry", DEFAULT_RETRY),
+                turn_timeout=attach_options.get("turn_timeout"),
+                max_batch=attach_options.get("max_batch", 1),
+            )
+        except (TypeError, ValueError) as exc:
+            raise InputRejected(str(exc)) from None
+        as_executor(executor)
+        return bool(await self._ask(Attach(executor, options, if_detached=True)))
+
+    async def retry(self, input_id: str) -> Accepted:
+        """Re-drive an abandoned input: it goes back to ``QUEUED`` at the tail
+        of its lane with its attempts reset, the same id and idempotency key,
+        its history recording the move.  Waiters of the old outcome already
+        had it; ``wait`` from now on sees the new one.  Durable when it returns.
+
+        Raises:
+            InputRejected: ``input_id`` is not a str.  InputNotFound: the
+                session never had that input.  NotReady: the input is not
+                ``ABANDONED``, or the session takes no input (retired,
+                stopped).  SessionDestroyed.  Overloaded.  StoreError.
+        """
+        check_text(input_id, "input_id")
+        return await self._ask(Retry(input_id))  # type: ignore[no-any-return]
+
+    async def cancel(self, input_id: str) -> Outcome:
+        """Cancel one input: a ``QUEUED`` one becomes ``ABANDONED(CANCELLED)``
+        and its waiters are resolved; a terminal one answers its outcome
+        unchanged.
+
+        Raises:
+            InputRejected: ``input_id`` is not a str.  InputNotFound.
+            NotReady: the input is ``STAGED`` or ``APPLIED`` (in a run:
+                interrupt the run instead).  StoreError.
+        """
+        check_text(input_id, "input_id")
+        return await self._ask(Cancel(input_id))  # type: ignore[no-any-return]
+
+    async def inputs(
+        self,
+        *,
+        state: InputState | None = None,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> tuple[InputRecord, ...]:
+        """Input records in admission order, terminal ones read from the store.
+
+        Args:
+            state: only inputs in this state.
+            limit: at most this many (an int from 1 to 10,000).
+            after: an input id: list the inputs admitted after it (paging).
+
+        Raises:
+            InputRejected: a bad argument.  InputNotFound: ``after`` names
+                no input of the session.
+        """
+        if state is not None and not isinstance(state, InputState):
+            raise InputRejected(f"state must be an InputState or None, got {state!r}")
+        if not _is_int(limit) or not 1 <= limit <= MAX_LIST:
+            raise InputRejected(f"limit must be an int from 1 to {MAX_LIST}, got {limit!r}")
+        if after is not None:
+            check_text(after, "after")
+        return await self._ask(ListInputs(state, limit, after))  # type: ignore[no-any-return]
 
     async def detach(self, *, cancel: bool = False) -> None:
         """Detach the executor.  A running turn is first allowed to commit,
@@ -374,6 +464,11 @@ class Session:
         self._runtime._sources.add(drain)
         self._runtime._nursery.start_soon(self._runtime._run_source, drain)
         return drain
+
+
+_ATTACH_OPTIONS = frozenset({"restart", "retry", "turn_timeout", "max_batch"})
+MAX_LIST = 10_000
+"""The largest page ``Session.inputs`` returns."""
 
 
 def _is_int(value: object) -> bool:
@@ -548,6 +643,55 @@ class Runtime:
                 check_text(kind, "an event kind")
         return self._bus.subscribe(session_id, kinds)
 
+    def _busy(self) -> bool:
+        """Whether some open session has a turn running, due work for an
+        attached executor, or outbox rows being delivered to it."""
+        for actor in self._actors.values():
+            core = actor.core
+            if core.run is not None or actor._turn is not None:
+                return True
+            if actor.loop is not None and core.attached and core.has_work():
+                return True
+        return any(drain.running for drain in self._comms.drains.values())
+
+    async def _undelivered(self) -> bool:
+        """Whether an open session that takes input has outbox rows waiting."""
+        for session_id, actor in self._actors.items():
+            if actor.core.state in (SessionState.STOPPED, SessionState.DESTROYED):
+                continue  # its rows wait until it is revived (or are dead)
+            if await self.store.load_outbox(session_id, limit=1):
+                self._comms.kick(session_id)
+                return True
+        return False
+
+    async def wait_idle(self, *, timeout: float | None = None) -> None:
+        """Wait until no open session has a turn running, a due input queued
+        for an attached executor, or an undelivered outbox row addressed to
+        it: message passing between the open sessions has settled.
+
+        Raises:
+            InputRejected: ``timeout`` is not ``None`` or a finite number >= 0.
+            WaitTimeout: still busy after ``timeout`` seconds.
+            RuntimeClosed.
+        """
+        _check_timeout(timeout)
+        self._check_open()
+        with trio.move_on_after(math.inf if timeout is None else timeout) as scope:
+            quiet = 0
+            while True:
+                self._check_open()
+                if self._busy():
+                    quiet = 0
+                elif await self._undelivered():
+                    quiet = 0
+                else:
+                    quiet += 1
+                    if quiet >= 2:  # twice in a row, a poll apart: settled
+                        return
+                await trio.sleep(IDLE_POLL)
+        assert scope.cancelled_caught
+        raise WaitTimeout(f"the runtime was still busy after {timeout} s")
+
     async def stats(self) -> RuntimeStats:
         await trio.lowlevel.checkpoint()
         registry = self._registry_actor
@@ -591,6 +735,9 @@ class Runtime:
         self._registry.stop()
         self._bus.close()
 
+
+IDLE_POLL: float = 0.005
+"""Seconds between two looks of ``wait_idle``."""
 
 SHUTDOWN_BOUND: float = 10.0
 """Seconds the shutdown waits for cancelled turns to report, and for the

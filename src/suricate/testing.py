@@ -168,6 +168,18 @@ class FaultyStore:
     async def load_receipt(self, session_id: str, run_id: str, sequence: int) -> Receipt | None:
         return await self.inner.load_receipt(session_id, run_id, sequence)
 
+    async def load_inputs(
+        self,
+        session_id: str,
+        *,
+        state: InputState | None = None,
+        after_seq: int = -1,
+        limit: int = 100,
+    ) -> list[InputRecord]:
+        return await self.inner.load_inputs(
+            session_id, state=state, after_seq=after_seq, limit=limit
+        )
+
     async def list_sessions(self) -> list[str]:
         return await self.inner.list_sessions()
 

@@ -53,10 +53,15 @@ class InputEvent(enum.Enum):
     """The run failed or crashed and attempts remain."""
     FAIL_FINAL = "fail_final"
     """The run failed or crashed and the last attempt is spent."""
+    FAIL_TERMINAL = "fail_terminal"
+    """The run raised ``TerminalError``: no retry."""
     INTERRUPT = "interrupt"
     """The run was cancelled (interrupt, ``detach(cancel=True)``, shutdown, stop)."""
     ABANDON = "abandon"
-    """retire without executor, reset, stop, destroy."""
+    """retire without executor, reset, stop, destroy; ``cancel`` of a queued input."""
+    RETRY = "retry"
+    """``Session.retry``: an abandoned input is re-driven (attempts reset).
+    The one event a terminal state accepts, and only on explicit request."""
 
 
 Q, S, A = InputState.QUEUED, InputState.STAGED, InputState.APPLIED
@@ -73,11 +78,14 @@ INPUT_TRANSITIONS: Final[Mapping[tuple[InputState, InputEvent], InputState]] = {
     # Effects of an applied input were committed at its boundary.
     (A, E.FAIL_RETRY): InputState.CONSUMED,
     (A, E.FAIL_FINAL): InputState.CONSUMED,
+    (S, E.FAIL_TERMINAL): InputState.ABANDONED,
+    (A, E.FAIL_TERMINAL): InputState.CONSUMED,
     (A, E.INTERRUPT): InputState.CONSUMED,
     (S, E.INTERRUPT): Q,
     (Q, E.ABANDON): InputState.ABANDONED,
     (S, E.ABANDON): InputState.ABANDONED,
     (A, E.ABANDON): InputState.ABANDONED,
+    (InputState.ABANDONED, E.RETRY): Q,
 }
 del Q, S, A, E
 

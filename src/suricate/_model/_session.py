@@ -83,6 +83,10 @@ from ._values import (
 __all__ = ["Limits", "RunState", "SessionCore", "Step", "UNCHANGED", "check_session_id"]
 
 MAX_SESSION_ID_LENGTH: Final = 128
+INTERRUPTED: Final = "interrupted"
+"""The error in the history of an input whose run was cancelled."""
+PROCESS_EXITED: Final = "process exited during run"
+"""The error in the history of an input whose run recovery found unfinished."""
 RECENT_EPHEMERAL: Final = 1024
 """Terminal ephemeral inputs remembered for ``wait`` (they are never stored)."""
 
@@ -266,9 +270,18 @@ def _replaced(step: Step, **changes: Any) -> Step:
 
 
 def _moved(
-    record: InputRecord, event: InputEvent, now: float, **changes: Any
+    record: InputRecord,
+    event: InputEvent,
+    now: float,
+    *,
+    cause: str | None = None,
+    **changes: Any,
 ) -> InputRecord:
     """``record`` after ``event`` at ``now``, with ``changes`` to its fields.
+
+    ``cause`` is the error its history entry carries: why a run it was in
+    ended without committing it (a failed run's error, ``"interrupted"``,
+    ``"process exited during run"``).
 
     The copy is made and filled before anyone sees it, so the record stays
     immutable to its readers; it carries ``stored_history``, so the store
@@ -281,7 +294,7 @@ def _moved(
     for name, value in changes.items():
         put(moved, name, value)
     put(moved, "state", state)
-    put(moved, "history", (*record.history, StateChange(state, now, moved.run_id)))
+    put(moved, "history", (*record.history, StateChange(state, now, moved.run_id, cause)))
     return moved
 
 
@@ -577,6 +590,77 @@ class SessionCore:
             delivered=() if outbox_id is None else (outbox_id,),
         )
 
+    def retry(self, record: InputRecord, *, now: float) -> Step:
+        """Re-drive an abandoned input (``record``, from memory or the store):
+        it goes back to ``QUEUED`` at the tail of its lane, attempts reset,
+        same id and idempotency key.  ``reply`` is :class:`Accepted`.
+
+        Raises:
+            NotReady: the input is not ``ABANDONED``, or the session takes
+                no input (retired, stopped).  SessionDestroyed.  Overloaded.
+        """
+        state = self.state
+        rule = session_rule(state, SessionOp.SUBMIT)
+        if not rule.allowed:
+            raise refuse(state, rule, self.id)
+        if record.state is not InputState.ABANDONED:
+            raise NotReady(
+                state,
+                f"input {record.input_id} is {record.state.name}: "
+                "only an ABANDONED input can be retried",
+            )
+        if len(self.active) >= self.limits.max_queued:
+            raise Overloaded(
+                f"session {self.id!r} holds {len(self.active)} non-terminal inputs "
+                f"(max_queued={self.limits.max_queued})"
+            )
+        order = self.next_order
+        again = _moved(
+            record,
+            InputEvent.RETRY,
+            now,
+            order=order,
+            attempt=0,
+            run_id=None,
+            boundary=None,
+            reason=None,
+            error=None,
+            result_json=None,
+        )
+        return Step(
+            records=(again,),
+            session=self._evolve_record(now, next_order=order + 1),
+            next_order=order + 1,
+            lifecycle=True,
+            events=(InputEvents([again]),),
+            reply=Accepted(input_id=record.input_id),
+        )
+
+    def cancel(self, record: InputRecord, *, now: float) -> Step:
+        """Cancel one input: a ``QUEUED`` one is abandoned (``CANCELLED``); a
+        terminal one answers its outcome unchanged.  ``reply`` is the outcome.
+
+        Raises:
+            NotReady: the input is ``STAGED`` or ``APPLIED`` (in a run).
+        """
+        outcome = record.outcome()
+        if outcome is not None:
+            return Step(reply=outcome)
+        if record.state is not InputState.QUEUED:
+            raise NotReady(
+                self.state,
+                f"input {record.input_id} is {record.state.name}: "
+                "only a QUEUED input can be cancelled",
+            )
+        gone = _moved(record, InputEvent.ABANDON, now, reason=AbandonReason.CANCELLED)
+        return Step(
+            records=(gone,),
+            session=self._evolve_record(now),
+            lifecycle=True,
+            events=(InputEvents([gone]),),
+            reply=gone.outcome(),
+        )
+
     def _take(self, *, only_steer: bool, max_batch: int) -> list[InputRecord]:
         taken = [r for lane in (0, 1) for r in self.queued(lane)]
         if taken or only_steer:
@@ -811,20 +895,42 @@ class SessionCore:
             ),
         )
 
-    def fail_turn(self, run_id: str, *, error: str, now: float) -> Step:
+    def fail_turn(
+        self, run_id: str, *, error: str, now: float, terminal: bool = False
+    ) -> Step:
         """The running turn failed: requeue its inputs behind other queued
-        work, or abandon them with ``MAX_ATTEMPTS`` once attempts run out."""
+        work, or abandon them with ``MAX_ATTEMPTS`` once attempts run out.
+
+        ``terminal`` (the executor raised ``TerminalError``): abandon them at
+        once with ``FAILED``.  In every case an input the run had applied (a
+        checkpoint) is consumed: its effects were committed at the boundary.
+        """
         run = self._current(run_id)
         next_order = self.next_order
         records = []
         for input_id in run.input_ids:
             record = self.active[input_id]
-            if record.attempt >= self.limits.max_attempts:
+            if terminal:
+                records.append(
+                    _moved(
+                        record,
+                        InputEvent.FAIL_TERMINAL,
+                        now,
+                        cause=error,
+                        **(
+                            {"reason": AbandonReason.FAILED, "error": error}
+                            if record.state is InputState.STAGED
+                            else {}
+                        ),
+                    )
+                )
+            elif record.attempt >= self.limits.max_attempts:
                 records.append(
                     _moved(
                         record,
                         InputEvent.FAIL_FINAL,
                         now,
+                        cause=error,
                         error=error,
                         **(
                             {"reason": AbandonReason.MAX_ATTEMPTS}
@@ -835,18 +941,23 @@ class SessionCore:
                 )
             elif record.state is InputState.STAGED:
                 records.append(
-                    _moved(record, InputEvent.FAIL_RETRY, now, order=next_order, error=error)
+                    _moved(
+                        record, InputEvent.FAIL_RETRY, now, cause=error, order=next_order, error=error
+                    )
                 )
                 next_order += 1
             else:
-                records.append(_moved(record, InputEvent.FAIL_RETRY, now))
+                records.append(_moved(record, InputEvent.FAIL_RETRY, now, cause=error))
         return Step(
             records=tuple(records),
             session=self._evolve_record(now, next_order=next_order),
             next_order=next_order,
             lifecycle=True,
             run=None,
-            events=(("run.failed", None, run_id, {"error": error}), InputEvents(records)),
+            events=(
+                ("run.failed", None, run_id, {"error": error, "inputs": list(run.input_ids)}),
+                InputEvents(records),
+            ),
         )
 
     def interrupt_turn(self, run_id: str, *, now: float) -> Step:
@@ -858,6 +969,7 @@ class SessionCore:
                 r,
                 InputEvent.INTERRUPT,
                 now,
+                cause=INTERRUPTED,
                 **({"attempt": r.attempt - 1} if r.state is InputState.STAGED else {}),
             )
             for r in (self.active[i] for i in run.input_ids)
@@ -867,7 +979,15 @@ class SessionCore:
             session=self._evolve_record(now),
             lifecycle=True,
             run=None,
-            events=(("run.failed", None, run_id, {"error": "interrupted"}), InputEvents(records)),
+            events=(
+                (
+                    "run.failed",
+                    None,
+                    run_id,
+                    {"error": INTERRUPTED, "inputs": list(run.input_ids)},
+                ),
+                InputEvents(records),
+            ),
         )
 
     def _abandon_all(self, reason: AbandonReason, now: float) -> list[InputRecord]:
@@ -875,14 +995,41 @@ class SessionCore:
         for record in self.active.values():
             if record.state is InputState.APPLIED and self.run is not None:
                 # Cancelled after its boundary: its effects were committed.
-                out.append(_moved(record, InputEvent.INTERRUPT, now))
+                out.append(_moved(record, InputEvent.INTERRUPT, now, cause=INTERRUPTED))
             else:
-                out.append(_moved(record, InputEvent.ABANDON, now, reason=reason))
+                cause = None if record.state is InputState.QUEUED else INTERRUPTED
+                out.append(_moved(record, InputEvent.ABANDON, now, cause=cause, reason=reason))
         return out
 
-    def operate(self, op: SessionOp, *, now: float, stop_reason: str | None = None) -> Step:
+    def _keep_all(self, now: float) -> list[InputRecord]:
+        """A stop that keeps the backlog (``GiveUp.KEEP``): queued inputs stay,
+        those in a run go back to the head of their lanes (attempt not counted),
+        applied ones are consumed."""
+        return [
+            _moved(
+                r,
+                InputEvent.INTERRUPT,
+                now,
+                cause=INTERRUPTED,
+                **({"attempt": r.attempt - 1} if r.state is InputState.STAGED else {}),
+            )
+            for r in self.active.values()
+            if r.state is not InputState.QUEUED
+        ]
+
+    def operate(
+        self,
+        op: SessionOp,
+        *,
+        now: float,
+        stop_reason: str | None = None,
+        keep: bool = False,
+    ) -> Step:
         """Apply a control operation (attach, detach, retire, reset, stop,
         destroy) per the session lifecycle table.  ``reply`` is its report.
+
+        ``keep`` (a stop after the supervisor gave up, with ``GiveUp.KEEP``):
+        the non-terminal inputs are kept queued instead of abandoned.
 
         Raises:
             NotReady, SessionDestroyed: the table refuses the operation.
@@ -892,7 +1039,9 @@ class SessionCore:
         if op is SessionOp.ATTACH and state is SessionState.RETIRED and self.attached:
             raise NotReady(state, "an executor is already attached")
         records: list[InputRecord] = []
-        if rule.effect is Effect.ABANDON or (
+        if keep and op is SessionOp.STOP and rule.effect is Effect.ABANDON:
+            records = self._keep_all(now)
+        elif rule.effect is Effect.ABANDON or (
             rule.effect is Effect.ABANDON_IF_DETACHED and not self.attached
         ):
             assert rule.reason is not None
@@ -1058,12 +1207,15 @@ class SessionCore:
 
 def _check_stored(stored: StoredSession) -> None:
     check_version("session", stored.record.version)
-    terminal_state = stored.record.state in (SessionState.DESTROYED, SessionState.STOPPED)
+    destroyed = stored.record.state is SessionState.DESTROYED
+    stopped = stored.record.state is SessionState.STOPPED
     for record in stored.inputs:
         check_version("input", record.version)
         if record.state.terminal:
             continue
-        if terminal_state:
+        # A stopped session keeps queued inputs after its supervisor gave up
+        # with GiveUp.KEEP; it never holds inputs in a run.
+        if destroyed or (stopped and record.state is not InputState.QUEUED):
             raise RecoveryCorruption(
                 f"session {stored.record.session_id!r} is {stored.record.state.name} "
                 f"but input {record.input_id} is {record.state.name}"
@@ -1089,7 +1241,7 @@ def recover_step(stored: StoredSession, *, limits: Limits, now: float) -> Step:
     for record in sorted(stored.inputs, key=lambda r: r.order):
         state = record.state
         if state is InputState.APPLIED and (record.run_id, record.boundary) in stored.receipts:
-            records.append(_moved(record, InputEvent.COMMIT, now))
+            records.append(_moved(record, InputEvent.COMMIT, now, cause=PROCESS_EXITED))
             details.append(f"{record.input_id}: applied at a committed boundary, consumed")
             continue
         if state is InputState.QUEUED:
@@ -1105,14 +1257,15 @@ def recover_step(stored: StoredSession, *, limits: Limits, now: float) -> Step:
                 as_staged,
                 InputEvent.FAIL_FINAL,
                 now,
+                cause=PROCESS_EXITED,
                 reason=AbandonReason.MAX_ATTEMPTS,
-                error="process exited during run",
+                error=PROCESS_EXITED,
             )
             records.append(gone)
             abandoned += 1
             details.append(f"{record.input_id}: attempts exhausted, abandoned")
         else:
-            back = _moved(as_staged, InputEvent.FAIL_RETRY, now)
+            back = _moved(as_staged, InputEvent.FAIL_RETRY, now, cause=PROCESS_EXITED)
             records.append(back)
             kept.append(back)
             requeued += 1

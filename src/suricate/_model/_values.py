@@ -97,6 +97,8 @@ class AbandonReason(enum.Enum):
     DESTROYED = "destroyed"
     CANCELLED = "cancelled"
     MAX_ATTEMPTS = "max_attempts"
+    FAILED = "failed"
+    """The executor raised ``TerminalError``: never retried."""
 
 
 class SessionState(enum.Enum):
@@ -274,11 +276,18 @@ class Input:
 
 @attrs.frozen
 class StateChange:
-    """One entry of an input's history."""
+    """One entry of an input's history.
+
+    ``error`` says why a run ended without committing the input, on every
+    entry that leaves ``STAGED`` or ``APPLIED`` other than by the run's own
+    checkpoint or commit: the failed run's error, ``"interrupted"``, or
+    ``"process exited during run"``.  ``None`` otherwise.
+    """
 
     state: InputState
     at: float
     run_id: str | None = None
+    error: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -363,7 +372,9 @@ class InputRecord:
     def outcome(self) -> Outcome | None:
         """The terminal outcome, or ``None`` while the input is not terminal."""
         if self.state is InputState.CONSUMED:
-            return Completed(input_id=self.input_id, result=self.result)
+            last = self.history[-1] if self.history else None
+            interrupted = last is not None and last.error is not None
+            return Completed(input_id=self.input_id, result=self.result, interrupted=interrupted)
         if self.state is InputState.ABANDONED:
             assert self.reason is not None
             return Abandoned(input_id=self.input_id, reason=self.reason, error=self.error)
@@ -412,10 +423,17 @@ class Deduplicated:
 
 @attrs.frozen(kw_only=True)
 class Completed:
-    """The input's turn committed; ``result`` is what the executor returned for it."""
+    """The input's turn committed; ``result`` is what the executor returned for it.
+
+    ``interrupted`` is true when the run was cut short after a checkpoint: the
+    input was ``APPLIED`` (its effects committed at that boundary) and the run
+    then failed, crashed or was cancelled; ``result`` is what the checkpoint
+    recorded.
+    """
 
     input_id: str
     result: Any = None
+    interrupted: bool = False
 
 
 @attrs.frozen(kw_only=True)

@@ -13,7 +13,10 @@ from ._registry import Waiter
 __all__ = [
     "AddDeadLetter",
     "Attach",
+    "Cancel",
     "Detach",
+    "ListInputs",
+    "Retry",
     "MarkDead",
     "Open",
     "Operate",
@@ -98,8 +101,33 @@ class Read:
 class Attach:
     executor: Any
     options: LoopOptions
+    if_detached: bool = False
+    """``ensure_attached``: do nothing (answer ``False``) if attached."""
 
 
 @attrs.frozen
 class Detach:
     cancel: bool = False
+
+
+@attrs.frozen
+class Retry:
+    """Re-drive an abandoned input (``Session.retry``)."""
+
+    input_id: str
+
+
+@attrs.frozen
+class Cancel:
+    """Cancel one queued input (``Session.cancel``)."""
+
+    input_id: str
+
+
+@attrs.frozen
+class ListInputs:
+    """Records in admission order (``Session.inputs``)."""
+
+    state: Any
+    limit: int
+    after: str | None

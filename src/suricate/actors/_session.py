@@ -54,8 +54,8 @@ from ..store._protocol import Store
 from ..supervision._loop import (
     CheckpointTurn,
     ExecutorLoop,
-    GiveUp,
     LoopExited,
+    LoopGaveUp,
     LoopReady,
     TurnEnd,
     TurnReport,
@@ -65,13 +65,16 @@ from ..supervision._thread import as_executor
 from ._messages import (
     AddDeadLetter,
     Attach,
+    Cancel,
     Detach,
+    ListInputs,
     MarkDead,
     Open,
     Operate,
     Read,
     Recover,
     Recycle,
+    Retry,
     Submit,
     SubmitWait,
     Wait,
@@ -98,13 +101,17 @@ _NOTABLE = {
 def _log(kind: str, session_id: str, input_id: str | None, run_id: str | None, data: Any) -> None:
     """Log one event through ``logging`` with its ids as structured context."""
     level = _NOTABLE.get(kind, logging.DEBUG)
-    if kind == "input.abandoned" and data.get("reason") == "max_attempts":
+    if kind == "input.abandoned" and data.get("reason") in ("max_attempts", "failed"):
         level = logging.WARNING
     if log.isEnabledFor(level):
+        inputs = input_id
+        if inputs is None and isinstance(data.get("inputs"), list):
+            # A run's line names every input of the run.
+            inputs = ",".join(data["inputs"]) or None
         log.log(
             level,
             "%s session=%s input=%s run=%s %s",
-            kind, session_id, input_id, run_id, data,
+            kind, session_id, inputs, run_id, data,
             extra={
                 "suricate_event": kind,
                 "session_id": session_id,
@@ -120,7 +127,7 @@ def _notable(step: Step) -> bool:
         if isinstance(part, tuple) and part[0] in _NOTABLE:
             return True
     for record in step.records:
-        if record.reason is AbandonReason.MAX_ATTEMPTS:
+        if record.reason is AbandonReason.MAX_ATTEMPTS or record.reason is AbandonReason.FAILED:
             return True
     return False
 
@@ -188,11 +195,14 @@ class SessionActor(Actor):
             Recycle: self._recycle,
             Recover: self._recover,
             Attach: self._attach,
+            Retry: self._retry,
+            Cancel: self._cancel,
+            ListInputs: self._list_inputs,
             Detach: self._detach,
             LoopReady: self._loop_ready,
             TurnReport: self._turn_report,
             CheckpointTurn: self._checkpoint_turn,
-            GiveUp: self._give_up,
+            LoopGaveUp: self._give_up,
             LoopExited: self._loop_exited,
         }
 
@@ -352,6 +362,41 @@ class SessionActor(Actor):
             record = await self.store.load_input(self.core.id, input_id)
         return record
 
+    async def _known(self, input_id: str) -> InputRecord:
+        record = await self._record(input_id)
+        if record is None:
+            raise InputNotFound(f"session {self.core.id!r} has no input {input_id!r}")
+        return record
+
+    async def _retry(self, message: Retry) -> Any:
+        record = await self._known(message.input_id)
+        step = await self._commit(self.core.retry(record, now=time.time()))
+        return step.reply
+
+    async def _cancel(self, message: Cancel) -> Any:
+        record = await self._known(message.input_id)
+        step = self.core.cancel(record, now=time.time())
+        if step.records:
+            step = await self._commit(step)
+        return step.reply
+
+    async def _list_inputs(self, message: ListInputs) -> tuple[InputRecord, ...]:
+        """Durable records from the store, ephemeral ones from memory, merged
+        in admission order."""
+        after_seq = -1
+        if message.after is not None:
+            after_seq = (await self._known(message.after)).seq
+        state = message.state
+        stored = await self.store.load_inputs(
+            self.core.id, state=state, after_seq=after_seq, limit=message.limit
+        )
+        by_id = {r.input_id: r for r in stored}
+        for record in (*self.core.recent.values(), *self.core.active.values()):
+            if record.seq > after_seq and (state is None or record.state is state):
+                if record.durability is Durability.EPHEMERAL or record.input_id in by_id:
+                    by_id[record.input_id] = record  # memory follows the store
+        return tuple(sorted(by_id.values(), key=lambda r: r.seq)[: message.limit])
+
     async def _submit_wait(self, message: SubmitWait) -> Outcome | Waiter:
         ack = await self._submit(Submit(message.input))
         return await self._wait(Wait(ack.input_id, message.waiter))
@@ -451,7 +496,9 @@ class SessionActor(Actor):
 
     # -- the executor loop -----------------------------------------------------------
 
-    async def _attach(self, message: Attach) -> None:
+    async def _attach(self, message: Attach) -> bool:
+        if message.if_detached and self.core.attached:
+            return False
         await self._settle_unheld()
         revived = self.core.state is SessionState.STOPPED
         await self._commit(self.core.operate(SessionOp.ATTACH, now=time.time()))
@@ -470,6 +517,7 @@ class SessionActor(Actor):
         )
         self.loop = loop
         self.loop_nursery.start_soon(loop.run, name=f"executor loop {self.core.id}")
+        return True
 
     async def _detach(self, message: Detach) -> trio.Event | None:
         loop = self.loop
@@ -518,7 +566,9 @@ class SessionActor(Actor):
         self._ready = current and report.ready
         if report.end is TurnEnd.FAIL:
             assert report.error is not None
-            step = self.core.fail_turn(report.run_id, error=report.error, now=now)
+            step = self.core.fail_turn(
+                report.run_id, error=report.error, now=now, terminal=report.terminal
+            )
         else:
             step = self.core.interrupt_turn(report.run_id, now=now)
         await self._settle(turn, step)
@@ -586,12 +636,14 @@ class SessionActor(Actor):
         ))
         return step.reply  # type: ignore[no-any-return]
 
-    async def _give_up(self, message: GiveUp) -> None:
+    async def _give_up(self, message: LoopGaveUp) -> None:
         if message.loop is not self.loop:
             return
         await self._settle_unheld()
         await self._commit(
-            self.core.operate(SessionOp.STOP, now=time.time(), stop_reason=message.reason)
+            self.core.operate(
+                SessionOp.STOP, now=time.time(), stop_reason=message.reason, keep=message.keep
+            )
         )
         self._drop_loop(kill=False)
 

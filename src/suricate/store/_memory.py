@@ -12,6 +12,7 @@ from .._errors import StoreError
 from .._model import (
     DeadLetter,
     InputRecord,
+    InputState,
     OutboxMessage,
     OutboxRow,
     Receipt,
@@ -182,6 +183,30 @@ class MemoryStore:
         if record is not None:
             check_version("input", record.version)
         return record
+
+    async def load_inputs(
+        self,
+        session_id: str,
+        *,
+        state: InputState | None = None,
+        after_seq: int = -1,
+        limit: int = 100,
+    ) -> list[InputRecord]:
+        await trio.lowlevel.checkpoint()
+        stored = self._sessions.get(session_id)
+        if stored is None:
+            return []
+        found = sorted(
+            (
+                r
+                for r in stored.inputs.values()
+                if r.seq > after_seq and (state is None or r.state is state)
+            ),
+            key=lambda r: r.seq,
+        )[:limit]
+        for record in found:
+            check_version("input", record.version)
+        return found
 
     async def load_receipt(self, session_id: str, run_id: str, sequence: int) -> Receipt | None:
         await trio.lowlevel.checkpoint()

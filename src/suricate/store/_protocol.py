@@ -13,7 +13,15 @@ from typing import Protocol, runtime_checkable
 
 import trio
 
-from .._model import DeadLetter, InputRecord, OutboxRow, Receipt, StoredSession, WriteSet
+from .._model import (
+    DeadLetter,
+    InputRecord,
+    InputState,
+    OutboxRow,
+    Receipt,
+    StoredSession,
+    WriteSet,
+)
 
 __all__ = ["Store"]
 
@@ -45,6 +53,17 @@ class Store(Protocol):
 
     async def load_input(self, session_id: str, input_id: str) -> InputRecord | None:
         """One input record, terminal or not."""
+
+    async def load_inputs(
+        self,
+        session_id: str,
+        *,
+        state: InputState | None = None,
+        after_seq: int = -1,
+        limit: int = 100,
+    ) -> list[InputRecord]:
+        """Up to ``limit`` input records with an admission sequence above
+        ``after_seq`` (in ``state``, if given), in admission order."""
 
     async def load_receipt(self, session_id: str, run_id: str, sequence: int) -> Receipt | None:
         """The receipt of one boundary of a run."""

@@ -404,7 +404,10 @@ def _number(value: Any) -> bool:
 
 
 def _history(value: str) -> tuple[StateChange, ...]:
-    """``history_json``: a JSON array of ``[state, at, run_id]`` entries."""
+    """``history_json``: a JSON array of ``[state, at, run_id]`` entries, or
+    ``[state, at, run_id, error]`` for an entry with an error (files written
+    before errors were recorded hold only the first form: their errors are
+    ``None``)."""
     try:
         entries = json.loads(value)
     except ValueError as exc:
@@ -414,14 +417,19 @@ def _history(value: str) -> tuple[StateChange, ...]:
     state = _STATE
     history = []
     for n, entry in enumerate(entries):
-        if type(entry) is not list or len(entry) != 3:
+        if type(entry) is not list or len(entry) not in (3, 4):
             raise ValueError(f"entry {n} is not [state, at, run_id]: {_show(entry)}")
-        s, at, run_id = entry
+        s, at, run_id = entry[:3]
+        error = entry[3] if len(entry) == 4 else None
         if type(s) is not str or s not in state:
             raise ValueError(f"entry {n} has an unknown state {_show(s)}")
-        if not _number(at) or not (run_id is None or type(run_id) is str):
+        if (
+            not _number(at)
+            or not (run_id is None or type(run_id) is str)
+            or not (error is None or type(error) is str)
+        ):
             raise ValueError(f"entry {n} is not [state, at, run_id]: {_show(entry)}")
-        history.append(StateChange(state[s], at, run_id))
+        history.append(StateChange(state[s], at, run_id, error))
     return tuple(history)
 
 
@@ -531,9 +539,15 @@ _STATE: Final = {m.value: m for m in InputState}
 _entries: Final = json.JSONEncoder(separators=(",", ":")).encode
 
 
+def _entry(h: StateChange) -> list[Any]:
+    """One history entry as JSON: the error only when there is one."""
+    if h.error is None:
+        return [_TEXT[h.state], h.at, h.run_id]
+    return [_TEXT[h.state], h.at, h.run_id, h.error]
+
+
 def _history_json(history: Sequence[StateChange]) -> str:
-    text = _TEXT
-    return json.dumps([[text[h.state], h.at, h.run_id] for h in history])
+    return json.dumps([_entry(h) for h in history])
 
 
 def input_to_row(r: InputRecord) -> tuple[Any, ...]:
@@ -585,7 +599,7 @@ def moved_row(r: InputRecord) -> tuple[Any, ...]:
         r.error,
         r.result_json,
         r.superseded_by,
-        _entries([[text[h.state], h.at, h.run_id] for h in r.history[stored:]])[1:-1],
+        _entries([_entry(h) for h in r.history[stored:]])[1:-1],
         len(r.history),
         r.session_id,
         r.input_id,

@@ -43,7 +43,15 @@ import pykka
 import trio
 
 from .._errors import StoreError
-from .._model import DeadLetter, InputRecord, OutboxRow, Receipt, StoredSession, WriteSet
+from .._model import (
+    DeadLetter,
+    InputRecord,
+    InputState,
+    OutboxRow,
+    Receipt,
+    StoredSession,
+    WriteSet,
+)
 from .._kernel import Actor, ActorRef, ThreadHost, call_on_host, spawn
 from .._model._values import mark_stored
 from ._files import DEFAULT_MODE, StoreFiles, check_connection, check_mode, claim, open_files
@@ -449,6 +457,19 @@ def _load_input(host: _Connection, session_id: str, input_id: str) -> InputRecor
     return input_from_row(found[0]) if found else None
 
 
+def _load_inputs(
+    host: _Connection, session_id: str, state: str | None, after_seq: int, limit: int
+) -> list[InputRecord]:
+    sql = f"SELECT {INPUT_COLUMNS} FROM inputs WHERE session_id = ? AND seq > ?"
+    args: list[Any] = [session_id, after_seq]
+    if state is not None:
+        sql += " AND state = ?"
+        args.append(state)
+    sql += " ORDER BY seq LIMIT ?"
+    args.append(limit)
+    return [input_from_row(r) for r in _rows(host.connection(), sql, args)]
+
+
 def _load_receipt(host: _Connection, session_id: str, run_id: str, sequence: int) -> Receipt | None:
     found = _rows(
         host.connection(),
@@ -694,6 +715,20 @@ class SqliteStore:
 
     async def load_input(self, session_id: str, input_id: str) -> InputRecord | None:
         result: InputRecord | None = await self._read(_load_input, session_id, input_id)
+        return result
+
+    async def load_inputs(
+        self,
+        session_id: str,
+        *,
+        state: InputState | None = None,
+        after_seq: int = -1,
+        limit: int = 100,
+    ) -> list[InputRecord]:
+        text = None if state is None else state.value
+        result: list[InputRecord] = await self._read(
+            _load_inputs, session_id, text, after_seq, limit
+        )
         return result
 
     async def load_receipt(self, session_id: str, run_id: str, sequence: int) -> Receipt | None:

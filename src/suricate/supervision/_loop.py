@@ -22,7 +22,7 @@ other than cancellation and ``KeyboardInterrupt`` escaping the executor; the
 turn is reported as failed first.  The supervisor part of
 :meth:`ExecutorLoop.run` restarts the loop per its :class:`RestartPolicy`
 (intensity, backoff, restart type), or gives up, which stops the session
-(:class:`GiveUp`).
+(:class:`LoopGaveUp`).
 
 This module knows nothing of the session actor: it talks to it through an
 :class:`~suricate._kernel.ActorRef` with the messages defined here.
@@ -41,11 +41,11 @@ from typing import Any
 import attrs
 import trio
 
-from .._errors import ActorStopped, NotReady
+from .._errors import ActorStopped, NotReady, TerminalError
 from .._kernel import Actor, ActorRef
 from .._model import UNCHANGED, Input, InputRecord, RunState, decode_json
 from .._turn import ExecutorExit, Fatal, Turn, TurnResult
-from ._policy import Backoff, RestartPolicy
+from ._policy import DEFAULT_RETRY, Backoff, GiveUp, RestartPolicy
 from ._supervisor import ChildSpec, Supervisor, SupervisorGaveUp, describe
 
 __all__ = [
@@ -53,7 +53,7 @@ __all__ = [
     "CheckpointTurn",
     "ExecutorCrashed",
     "ExecutorLoop",
-    "GiveUp",
+    "LoopGaveUp",
     "LoopExited",
     "LoopOptions",
     "LoopReady",
@@ -120,7 +120,7 @@ class LoopOptions:
     """
 
     restart: RestartPolicy = attrs.field(factory=RestartPolicy, validator=_check_restart)
-    retry: Backoff | None = attrs.field(default=None, validator=_check_retry)
+    retry: Backoff | None = attrs.field(default=DEFAULT_RETRY, validator=_check_retry)
     turn_timeout: float | None = attrs.field(default=None, validator=_check_timeout)
     max_batch: int = attrs.field(default=1, validator=_check_batch)
 
@@ -160,6 +160,8 @@ class TurnReport:
     error: str | None = None
     ready: bool = True
     """The loop takes its next turn at once (if the run committed as reported)."""
+    terminal: bool = False
+    """A failed run that raised ``TerminalError``: its inputs are not retried."""
 
 
 @attrs.frozen(eq=False)
@@ -177,9 +179,13 @@ class CheckpointTurn:
 
 
 @attrs.frozen(eq=False)
-class GiveUp:
+class LoopGaveUp:
+    """The loop's restart policy gave up: the session stops."""
+
     loop: ExecutorLoop
     reason: str
+    keep: bool = False
+    """Keep the backlog queued (``GiveUp.KEEP``) instead of abandoning it."""
 
 
 @attrs.frozen(eq=False)
@@ -207,7 +213,7 @@ class ExecutorLoop:
         run_turn: Callable[[Turn], Awaitable[TurnResult | None]],
         options: LoopOptions,
         rng: random.Random,
-        emit: Callable[[str, Mapping[str, Any]], None],
+        emit: Callable[..., None],
     ) -> None:
         self.session = session
         self.session_id = session_id
@@ -224,6 +230,7 @@ class ExecutorLoop:
         self._delay_scope: trio.CancelScope | None = None
         self._failures = 0
         self._crashed = False
+        self._crashing: TurnStart | None = None  # the turn a crash ended
 
     # -- called by the session actor (same trio thread, never blocking) ----------
 
@@ -273,7 +280,7 @@ class ExecutorLoop:
             # turn is bounded by turn_timeout, and detach(cancel=True) cancels.
             shutdown=math.inf,
         )
-        self.supervisor = Supervisor([child], policy=policy, rng=self.rng, emit=self.emit)
+        self.supervisor = Supervisor([child], policy=policy, rng=self.rng, emit=self._emit)
         try:
             with trio.CancelScope() as self._scope:
                 try:
@@ -297,6 +304,16 @@ class ExecutorLoop:
                 except ActorStopped:
                     self.exited.set()
 
+    def _emit(self, kind: str, data: Mapping[str, Any]) -> None:
+        """Supervisor events; a crash names the run it ended and its inputs."""
+        crashing = self._crashing
+        if kind == "supervisor.crashed" and crashing is not None:
+            self._crashing = None
+            data = {**data, "inputs": [r.input_id for r in crashing.inputs]}
+            self.emit(kind, data, run_id=crashing.run.run_id)
+            return
+        self.emit(kind, data)
+
     async def _incarnation(self) -> None:
         """One life of the loop: returning is a normal exit, raising a crash."""
         self._crashed = False
@@ -316,6 +333,8 @@ class ExecutorLoop:
         except Exception:
             self._crashed = True
             raise
+        else:
+            self._crashing = None
         finally:
             if self.closing and self.supervisor is not None and not self.supervisor.stopping:
                 # Ending because it was told to, or because its session is
@@ -337,7 +356,8 @@ class ExecutorLoop:
         (the session stays as the store has it, and recovers from there)."""
         self.closing = True
         try:
-            await self.session.ask(GiveUp(self, reason))
+            keep = self.options.restart.on_give_up is GiveUp.KEEP
+            await self.session.ask(LoopGaveUp(self, reason, keep))
         except ActorStopped:
             raise
         except Exception as exc:
@@ -356,6 +376,11 @@ class ExecutorLoop:
             return False
 
     async def _turn(self, start: TurnStart) -> None:
+        self._crashing = start  # until it ends without crashing the loop
+        await self._run(start)
+        self._crashing = None
+
+    async def _run(self, start: TurnStart) -> None:
         run_id = start.run.run_id
         scope = start.scope
         if scope.cancel_called:  # cancelled before it began: it never runs
@@ -408,6 +433,13 @@ class ExecutorLoop:
             error = f"turn exceeded turn_timeout of {timeout} s"
             await self._report(TurnReport(self, run_id, TurnEnd.FAIL, error=error, ready=False))
             raise TurnTimeout(f"turn {run_id} exceeded turn_timeout of {timeout} s")
+        if isinstance(failure, TerminalError):
+            # Not retried, not a crash, and no backoff: the next input is
+            # another request, which the error says nothing about.
+            await self._report(
+                TurnReport(self, run_id, TurnEnd.FAIL, error=describe(failure), terminal=True)
+            )
+            return
         if failure is not None:
             crash = isinstance(failure, Fatal) or not isinstance(failure, Exception)
             delay = 0.0 if crash else self._next_delay()

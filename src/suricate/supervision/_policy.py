@@ -15,6 +15,8 @@ import attrs
 
 __all__ = [
     "Backoff",
+    "DEFAULT_RETRY",
+    "GiveUp",
     "Restart",
     "RestartPolicy",
     "Strategy",
@@ -63,15 +65,36 @@ class Backoff:
         return base
 
 
+class GiveUp(enum.Enum):
+    """What happens to a session's backlog when its supervisor gives up."""
+
+    ABANDON = "abandon"
+    """Non-terminal inputs are abandoned (``STOPPED``), waiters resolved."""
+    KEEP = "keep"
+    """Queued inputs stay ``QUEUED`` (staged ones are requeued) and run when
+    an executor is attached again."""
+
+
 @attrs.frozen(kw_only=True)
 class RestartPolicy:
     """How an executor loop is restarted: at most ``max_restarts`` restarts
-    within any ``within`` seconds, each after its backoff delay."""
+    within any ``within`` seconds, each after its backoff delay.  When the
+    policy gives up, the session goes to ``STOPPED`` and ``on_give_up``
+    says what becomes of its backlog."""
 
     restart: Restart = Restart.PERMANENT
     max_restarts: int = attrs.field(default=3, validator=attrs.validators.ge(0))
     within: float = attrs.field(default=5.0, validator=attrs.validators.gt(0))
     backoff: Backoff = attrs.field(factory=Backoff)
+    on_give_up: GiveUp = attrs.field(
+        default=GiveUp.ABANDON, validator=attrs.validators.instance_of(GiveUp)
+    )
+
+
+DEFAULT_RETRY: Backoff = Backoff(initial=1.0, multiplier=2.0, maximum=60.0, jitter=0.2)
+"""The default delay before the next turn after a failed run: agent turns
+mostly fail on rate limits and outages, which an immediate retry only hits
+again."""
 
 
 def restarts_in_window(history: Sequence[float], now: float, within: float) -> int:
