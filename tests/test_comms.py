@@ -213,7 +213,7 @@ async def test_a_failing_responder_answers_with_an_abandoned_outcome_not_silence
     a = await rt.open_session("asker")
     f = await rt.open_session("flaky")
     await a.attach(asker)
-    await f.attach(ScriptedExecutor(fail_times=99, error=ValueError("no can do")))
+    await f.attach(ScriptedExecutor(fail_times=99, error=ValueError("no can do")), retry=None)
     await a.submit("start")
     ((correlation, payload),) = await responses.wait_for(1)
     assert correlation and correlation.endswith(":0")

@@ -127,7 +127,7 @@ async def control_operations_and_waiter_outcomes(rt: Any) -> None:
 
 async def max_attempts_outcome(rt: Any) -> None:
     s = await rt.open_session("s")
-    await s.attach(always_fails)
+    await s.attach(always_fails, retry=None)
     outcome = await s.ask({"x": 1}, timeout=10)
     assert outcome.reason is AbandonReason.MAX_ATTEMPTS and outcome.error == "ValueError: no luck"
 

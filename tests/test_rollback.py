@@ -112,7 +112,8 @@ async def test_turn_commits_that_always_fail_abandon_the_input_with_the_store_er
         lambda ws: ws.receipt is not None, suricate.StoreError("read-only")
     )
     await s.attach(
-        ScriptedExecutor(result=lambda t: TurnResult(snapshot={"x": t.inputs[0].payload}, result="ok"))
+        ScriptedExecutor(result=lambda t: TurnResult(snapshot={"x": t.inputs[0].payload}, result="ok")),
+        retry=None,
     )
     with trio.fail_after(5):
         outcome = await s.ask({"x": 1})

@@ -92,7 +92,7 @@ async def test_a_turn_commits_snapshot_receipt_results_and_messages_in_one_trans
 async def test_outcomes_survive_a_restart(db) -> None:
     async with suricate.open_runtime(db) as rt:
         s = await rt.open_session("s")
-        await s.attach(ScriptedExecutor(fail_times=5, error=ValueError("nope")))
+        await s.attach(ScriptedExecutor(fail_times=5, error=ValueError("nope")), retry=None)
         with trio.fail_after(10):
             failed = await s.ask({"x": 1})
             await s.detach()
