@@ -30,6 +30,7 @@ import trio
 
 from ._errors import RuntimeClosed
 from ._events import Event, Subscription
+from .runtime import open_runtime as open_trio_runtime
 
 __all__ = ["AioRuntime", "AioSession", "open_runtime"]
 
@@ -360,8 +361,6 @@ async def open_runtime(store: Any = None, **options: Any) -> AsyncIterator[AioRu
 
     Takes the arguments of :func:`suricate.open_runtime`.
     """
-    from .runtime import open_runtime as open_trio_runtime
-
     loop = asyncio.get_running_loop()
     ready: asyncio.Future[AioRuntime] = loop.create_future()
     finished: asyncio.Future[outcome.Outcome[Any]] = loop.create_future()

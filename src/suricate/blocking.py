@@ -27,6 +27,7 @@ import trio
 
 from ._errors import RuntimeClosed, WaitTimeout
 from ._events import Event, Subscription
+from .runtime import open_runtime as open_trio_runtime
 
 __all__ = ["BlockingRuntime", "BlockingSession", "EventIterator", "open_runtime"]
 
@@ -276,8 +277,6 @@ def open_runtime(store: Any = None, **options: Any) -> Iterator[BlockingRuntime]
     Takes the arguments of :func:`suricate.open_runtime`.  An exception raised
     in the block propagates unchanged; opening errors are raised here.
     """
-    from .runtime import open_runtime as open_trio_runtime
-
     ready: queue.SimpleQueue[tuple[BlockingRuntime | None, BaseException | None]] = (
         queue.SimpleQueue()
     )
