@@ -319,3 +319,14 @@ def test_show_prints_every_field_of_the_input(rich_db) -> None:
     for needle in ("correlation_id: \"corr-7\"", "supersession_key: \"topic\"", "durability: \"durable\"",
                    "metadata: {\"from\": \"tests\"}", "attempt: 2", "error: ", "the model said no"):
         assert needle in text, (needle, text)
+
+
+def test_show_prints_why_each_failed_attempt_left_its_run(rich_db) -> None:
+    db, input_ids = rich_db
+    shown = json.loads(run("show", str(db), LONG, input_ids[0], "--json").stdout)
+    left = [entry for entry in shown["history"] if entry.get("error")]
+    # Two failed runs: the first requeued it, the second abandoned it.
+    assert [entry["state"] for entry in left] == ["queued", "abandoned"], shown["history"]
+    assert all("the model said no" in entry["error"] for entry in left)
+    text = run("show", str(db), LONG, input_ids[0], columns=80).stdout
+    assert text.count("the model said no") >= 3, text  # the input's error and both entries
