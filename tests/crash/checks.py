@@ -30,7 +30,10 @@ from __future__ import annotations
 
 import collections
 import json
+import signal
 import sqlite3
+import subprocess
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -172,6 +175,33 @@ def missing_acks(snap: Snapshot, acked: dict[str, list[str]]) -> list[str]:
         for i in ids
         if i not in snap.inputs or snap.inputs[i].session_id != sid
     ]
+
+
+def kill_when_ready(
+    argv: list[str], delay: float, *, what: str, timeout: float | None = None,
+    must_live: bool = False,
+) -> None:
+    """Start ``argv`` (a workload that prints ``ready``), SIGKILL it ``delay``
+    seconds after that line, and reap it.
+
+    Raises:
+        RuntimeError: it did not print ``ready``, or (``must_live``) it
+            exited before the kill.
+    """
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().strip()
+        if line != "ready":
+            raise RuntimeError(f"{what} did not start: {line!r}")
+        time.sleep(delay)
+        if must_live and proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode} before the kill")
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout)
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 def reported(report: Any) -> dict[str, int]:

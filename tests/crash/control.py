@@ -37,11 +37,8 @@ from __future__ import annotations
 import argparse
 import collections
 import random
-import signal
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -64,24 +61,10 @@ CAUSE = {"retired": "retire", "reset": "reset", "stopped": "stop", "destroyed": 
 
 def run_until_killed(workdir: Path, seed: int, delay: float) -> tuple[Path, Path]:
     db, log = workdir / "agent.db", workdir / "events.log"
-    proc = subprocess.Popen(
-        [sys.executable, str(WORKLOAD), str(db), str(log), str(seed)],
-        stdout=subprocess.PIPE,
-        text=True,
+    checks.kill_when_ready(
+        [sys.executable, str(WORKLOAD), str(db), str(log), str(seed)], delay,
+        what="workload", timeout=STEP_TIMEOUT, must_live=True,
     )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline().strip()
-        if line != "ready":
-            raise RuntimeError(f"workload did not start: {line!r}")
-        time.sleep(delay)
-        if proc.poll() is not None:
-            raise RuntimeError(f"workload exited with {proc.returncode} before the kill")
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait(STEP_TIMEOUT)
-        assert proc.stdout is not None
-        proc.stdout.close()
     return db, log
 
 

@@ -11,17 +11,18 @@ import argparse
 import collections
 import json
 import random
-import signal
 import sqlite3
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import trio
 
 import suricate
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import checks  # noqa: E402
 
 WORKLOAD = Path(__file__).with_name("workload.py")
 
@@ -29,22 +30,10 @@ WORKLOAD = Path(__file__).with_name("workload.py")
 def run_until_killed(workdir: Path, seed: int, delay: float) -> tuple[Path, Path, Path]:
     """Run the workload in a subprocess and SIGKILL it ``delay`` s after it is ready."""
     db, acks, effects = workdir / "agent.db", workdir / "acks.log", workdir / "effects.log"
-    proc = subprocess.Popen(
-        [sys.executable, str(WORKLOAD), str(db), str(acks), str(effects), str(seed)],
-        stdout=subprocess.PIPE,
-        text=True,
+    checks.kill_when_ready(
+        [sys.executable, str(WORKLOAD), str(db), str(acks), str(effects), str(seed)], delay,
+        what="workload",
     )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline().strip()
-        if line != "ready":
-            raise RuntimeError(f"workload did not start: {line!r}")
-        time.sleep(delay)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
     return db, acks, effects
 
 

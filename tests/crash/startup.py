@@ -71,18 +71,10 @@ def build_store(workdir: Path, seed: int, rounds: int = BUILD_ROUNDS) -> tuple[P
     db, acks = workdir / "agent.db", workdir / "acks.log"
     rng = random.Random(seed)
     for n in range(rounds):
-        proc = _popen("build", str(db), str(acks), str(rng.randrange(1 << 30)))
-        try:
-            assert proc.stdout is not None
-            line = proc.stdout.readline().strip()
-            if line != "ready":
-                raise RuntimeError(f"build round {n} did not start: {line!r}")
-            time.sleep(rng.uniform(0.15, 0.6))
-            proc.send_signal(signal.SIGKILL)
-        finally:
-            proc.wait(STEP_TIMEOUT)
-            assert proc.stdout is not None
-            proc.stdout.close()
+        checks.kill_when_ready(
+            [sys.executable, str(WORKLOAD), "build", str(db), str(acks), str(rng.randrange(1 << 30))],
+            rng.uniform(0.15, 0.6), what=f"build round {n}", timeout=STEP_TIMEOUT,
+        )
     return db, acks
 
 
