@@ -36,7 +36,6 @@ from .._model import (
     OutboxRow,
     Receipt,
     SessionRecord,
-    SessionState,
     StateChange,
 )
 from .._model._records import PERSISTED_STATES
